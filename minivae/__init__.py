@@ -1,0 +1,1 @@
+"""minivae: variational autoencoders written by hand in NumPy."""
