@@ -1,0 +1,144 @@
+"""Optimizers written by hand: SGD with momentum, Adam and Adamax.
+
+They share one signature (as in CS231n's ``optim.py``): ``optimizer.step(params, grads)`` updates every
+array of ``params`` in place from the array of ``grads`` with the same key, keeping its running
+statistics in ``optimizer.state``. The update rules follow PyTorch's, so that results can be compared.
+"""
+
+import numpy as np
+
+
+class Optimizer:
+    """Base class: counts steps and keeps per-parameter state.
+
+    Parameters
+    ----------
+    lr : float > 0, the learning rate
+    """
+
+    def __init__(self, lr):
+        if not np.isscalar(lr) or not np.isfinite(lr) or lr <= 0:
+            raise ValueError(f"lr must be a positive number; got {lr!r}")
+        self.lr = float(lr)
+        self.t = 0  # steps taken
+        self.state = {}  # key -> dict of arrays shaped like the parameter
+
+    def step(self, params, grads):
+        """Update each ``params[key]`` in place with ``grads[key]``.
+
+        Parameters
+        ----------
+        params : dict name -> array
+        grads : dict with the same keys and shapes
+        """
+        self.t += 1
+        for key, p in params.items():
+            g = grads[key]
+            if g.shape != p.shape:
+                raise ValueError(f"grads[{key!r}] has shape {g.shape}; params[{key!r}] has {p.shape}")
+            if key not in self.state:
+                self.state[key] = self.init_state(p)
+            self.update(p, g, self.state[key])
+
+    def init_state(self, p):
+        """The running statistics of one parameter, a dict of arrays."""
+        return {}
+
+    def update(self, p, g, state):
+        """Update one parameter array ``p`` in place with its gradient ``g``."""
+        raise NotImplementedError
+
+    def __repr__(self):
+        settings = ", ".join(f"{k}={v}" for k, v in vars(self).items() if k not in ("t", "state"))
+        return f"{type(self).__name__}({settings})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, with momentum as PyTorch defines it.
+
+    v ← momentum · v + g;  p ← p - lr · v   (plain SGD when momentum = 0)
+    """
+
+    def __init__(self, lr=1e-2, momentum=0.0):
+        super().__init__(lr)
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1); got {momentum!r}")
+        self.momentum = float(momentum)
+
+    def init_state(self, p):
+        return {"velocity": np.zeros_like(p)} if self.momentum else {}
+
+    def update(self, p, g, state):
+        if self.momentum:
+            v = state["velocity"]
+            v *= self.momentum
+            v += g
+            g = v
+        p -= self.lr * g
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015).
+
+    m ← β1 m + (1 - β1) g;  v ← β2 v + (1 - β2) g²;
+    p ← p - lr · m̂ / (√v̂ + eps),  m̂ = m / (1 - β1ᵗ),  v̂ = v / (1 - β2ᵗ)
+    """
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+        super().__init__(lr)
+        self.betas = _check_betas(betas)
+        self.eps = float(eps)
+
+    def init_state(self, p):
+        return {"m": np.zeros_like(p), "v": np.zeros_like(p)}
+
+    def update(self, p, g, state):
+        beta1, beta2 = self.betas
+        m, v = state["m"], state["v"]
+        m *= beta1
+        m += (1 - beta1) * g
+        v *= beta2
+        v += (1 - beta2) * g * g
+        denominator = np.sqrt(v / (1 - beta2 ** self.t)) + self.eps
+        p -= (self.lr / (1 - beta1 ** self.t)) * m / denominator
+
+
+class Adamax(Optimizer):
+    """Adamax, Adam with the infinity norm (Kingma & Ba 2015, section 7.1), as in PyTorch.
+
+    m ← β1 m + (1 - β1) g;  u ← max(β2 u, |g| + eps);  p ← p - lr / (1 - β1ᵗ) · m / u
+    """
+
+    def __init__(self, lr=2e-3, betas=(0.9, 0.999), eps=1e-8):
+        super().__init__(lr)
+        self.betas = _check_betas(betas)
+        self.eps = float(eps)
+
+    def init_state(self, p):
+        return {"m": np.zeros_like(p), "u": np.zeros_like(p)}
+
+    def update(self, p, g, state):
+        beta1, beta2 = self.betas
+        m, u = state["m"], state["u"]
+        m *= beta1
+        m += (1 - beta1) * g
+        u *= beta2
+        np.maximum(u, np.abs(g) + self.eps, out=u)
+        p -= (self.lr / (1 - beta1 ** self.t)) * m / u
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamax": Adamax}
+
+
+def make_optimizer(name, lr, **options):
+    """The optimizer called ``name`` (one of ``OPTIMIZERS``) with learning rate ``lr``."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}; got {name!r}")
+    return OPTIMIZERS[name](lr=lr, **options)
+
+
+def _check_betas(betas):
+    beta1, beta2 = betas
+    if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
+        raise ValueError(f"betas must both be in [0, 1); got {betas!r}")
+    return float(beta1), float(beta2)
