@@ -49,7 +49,7 @@ class History:
 
 
 def fit(model, x_train, x_val=None, epochs=1000, batch_size=64, optimizer=None, patience=20, rng=None,
-        val_samples=1, verbose=True, callback=None):
+        val_samples=1, ema=None, verbose=True, callback=None):
     """Train ``model`` on ``x_train`` by minibatch gradient descent on the negative ELBO.
 
     Parameters
@@ -66,6 +66,9 @@ def fit(model, x_train, x_val=None, epochs=1000, batch_size=64, optimizer=None, 
     rng : numpy.random.Generator for shuffling and for the eps of every step (default: a generator
         seeded from the model's seed, so that the same model seed gives identical parameters)
     val_samples : int, samples of z per validation example in its -ELBO (more: less noisy stopping)
+    ema : float in (0, 1) or None; if given, validate and keep an exponential moving average of the
+        parameters (Polyak averaging), avg ← d avg + (1 - d) params after every step with
+        d = min(ema, (1 + t) / (10 + t)) at step t, so that early averages forget the initialisation
     verbose : bool, print one line per epoch
     callback : callable(epoch, history) -> bool or None, called after every epoch; returning True stops
 
@@ -96,6 +99,7 @@ def fit(model, x_train, x_val=None, epochs=1000, batch_size=64, optimizer=None, 
 
     history = History()
     best_params = {key: value.copy() for key, value in model.params.items()}
+    average = {key: value.copy() for key, value in model.params.items()} if ema else None
     epochs_since_best = 0
     n = x_train.shape[0]
     n_batches = -(-n // batch_size)
@@ -118,6 +122,11 @@ def fit(model, x_train, x_val=None, epochs=1000, batch_size=64, optimizer=None, 
                     f"the loss or its gradient became non-finite (loss={loss}) at epoch {epoch + 1}, "
                     f"step {step + 1} of {n_batches}; {where}. Try a smaller learning rate.")
             optimizer.step(model.params, grads)
+            if average is not None:
+                decay = min(ema, (1 + history.steps + step) / (10 + history.steps + step))
+                for key, value in model.params.items():
+                    average[key] *= decay
+                    average[key] += (1 - decay) * value
             total += loss * batch.shape[0]
         history.train_loss.append(total / n)
         history.steps += n_batches
@@ -125,6 +134,9 @@ def fit(model, x_train, x_val=None, epochs=1000, batch_size=64, optimizer=None, 
 
         improved = False
         if x_val is not None:
+            if average is not None:
+                current = {key: value.copy() for key, value in model.params.items()}
+                model.set_params(average)
             val_loss = -float(np.mean(model.elbo(x_val, n_samples=val_samples, rng=rng)))
             history.val_loss.append(val_loss)
             improved = history.best_val_loss is None or val_loss < history.best_val_loss
@@ -134,6 +146,8 @@ def fit(model, x_train, x_val=None, epochs=1000, batch_size=64, optimizer=None, 
                 epochs_since_best = 0
             else:
                 epochs_since_best += 1
+            if average is not None:
+                model.set_params(current)
         else:
             history.best_epoch = epoch
 

@@ -1,0 +1,86 @@
+"""Optimizers: each update rule against its formula written out, and convergence on a quadratic."""
+
+import numpy as np
+import pytest
+
+from minivae.optim import SGD, Adam, Adamax, make_optimizer
+
+
+def _run(optimizer, steps, grads_fn, p0):
+    params = {"p": p0.copy()}
+    for _ in range(steps):
+        optimizer.step(params, {"p": grads_fn(params["p"])})
+    return params["p"]
+
+
+@pytest.fixture
+def gradients():
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal((3, 2)) for _ in range(5)]
+
+
+def test_sgd_with_momentum_matches_formula(gradients):
+    optimizer, params = SGD(lr=0.1, momentum=0.9), {"p": np.ones((3, 2))}
+    p, v = np.ones((3, 2)), np.zeros((3, 2))
+    for g in gradients:
+        optimizer.step(params, {"p": g})
+        v = 0.9 * v + g
+        p = p - 0.1 * v
+    np.testing.assert_allclose(params["p"], p, rtol=1e-14)
+
+
+def test_adam_matches_formula(gradients):
+    optimizer, params = Adam(lr=0.01, betas=(0.8, 0.99), eps=1e-6), {"p": np.ones((3, 2))}
+    p, m, v = np.ones((3, 2)), np.zeros((3, 2)), np.zeros((3, 2))
+    for t, g in enumerate(gradients, start=1):
+        optimizer.step(params, {"p": g})
+        m = 0.8 * m + 0.2 * g
+        v = 0.99 * v + 0.01 * g ** 2
+        p = p - 0.01 * (m / (1 - 0.8 ** t)) / (np.sqrt(v / (1 - 0.99 ** t)) + 1e-6)
+    np.testing.assert_allclose(params["p"], p, rtol=1e-13)
+
+
+def test_adamax_matches_formula(gradients):
+    optimizer, params = Adamax(lr=0.002), {"p": np.ones((3, 2))}
+    p, m, u = np.ones((3, 2)), np.zeros((3, 2)), np.zeros((3, 2))
+    for t, g in enumerate(gradients, start=1):
+        optimizer.step(params, {"p": g})
+        m = 0.9 * m + 0.1 * g
+        u = np.maximum(0.999 * u, np.abs(g) + 1e-8)
+        p = p - 0.002 / (1 - 0.9 ** t) * m / u
+    np.testing.assert_allclose(params["p"], p, rtol=1e-13)
+
+
+def test_first_adam_step_moves_every_coordinate_by_lr():
+    # m̂ = g and v̂ = g² after one step, so the step is lr * g / |g|
+    params = {"p": np.zeros(4)}
+    Adam(lr=0.05).step(params, {"p": np.array([3.0, -0.2, 1e-3, -40.0])})
+    np.testing.assert_allclose(params["p"], [-0.05, 0.05, -0.05, 0.05], rtol=1e-4)
+
+
+@pytest.mark.parametrize("optimizer", [SGD(lr=0.1, momentum=0.5), Adam(lr=0.05), Adamax(lr=0.05)],
+                         ids=["sgd", "adam", "adamax"])
+def test_optimizers_minimise_a_quadratic(optimizer):
+    target = np.array([1.0, -2.0, 0.5])
+    p = _run(optimizer, 2000, lambda p: 2 * (p - target), np.zeros(3))
+    np.testing.assert_allclose(p, target, atol=1e-3)
+
+
+def test_updates_are_in_place_and_keep_dtype():
+    p = np.ones(3, dtype=np.float32)
+    params = {"p": p}
+    Adamax(lr=0.1).step(params, {"p": np.ones(3, dtype=np.float32)})
+    assert params["p"] is p and p.dtype == np.float32 and np.all(p < 1)
+
+
+def test_optimizer_errors_are_named():
+    with pytest.raises(ValueError, match="lr must be a positive number; got -1"):
+        Adam(lr=-1)
+    with pytest.raises(ValueError, match="momentum"):
+        SGD(momentum=1.5)
+    with pytest.raises(ValueError, match="betas"):
+        Adamax(betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match=r"grads\['p'\] has shape \(2,\); params\['p'\] has \(3,\)"):
+        SGD().step({"p": np.zeros(3)}, {"p": np.zeros(2)})
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        make_optimizer("rmsprop", 1e-3)
