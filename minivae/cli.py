@@ -59,6 +59,9 @@ def build_parser():
     optimisation.add_argument("--patience", type=int, default=20, help="early stopping patience (default 20)")
     optimisation.add_argument("--val-samples", type=int, default=10,
                               help="samples of z per validation example in the early-stopping -ELBO")
+    optimisation.add_argument("--ema", type=float, default=0.999,
+                              help="Polyak averaging: validate and keep a moving average of the weights with "
+                                   "this decay (default 0.999; 0 trains the plain reference setting)")
     optimisation.add_argument("--seed", type=int, default=0)
     output = train.add_argument_group("output")
     output.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
@@ -67,6 +70,9 @@ def build_parser():
     output.add_argument("--no-figures", action="store_true", help="skip the figures")
     output.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     train.set_defaults(run=run_train)
+
+    from . import notebooks
+    notebooks.add_parser(subcommands)
     return parser
 
 
@@ -138,7 +144,7 @@ def run_train(args):
 
     history = fit(model, x["train"], x["val"], epochs=args.epochs, batch_size=args.batch_size,
                   optimizer=optimizer, patience=args.patience, rng=np.random.default_rng(args.seed),
-                  val_samples=args.val_samples, verbose=not args.quiet)
+                  val_samples=args.val_samples, ema=args.ema or None, verbose=not args.quiet)
     train_seconds = time.perf_counter() - start
 
     rng = np.random.default_rng([args.seed, 1])

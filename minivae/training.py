@@ -93,6 +93,8 @@ def fit(model, x_train, x_val=None, epochs=1000, batch_size=64, optimizer=None, 
         optimizer = Adamax(lr=1e-3)
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a minivae.optim.Optimizer; got {type(optimizer).__name__}")
+    if ema is not None and not 0 < ema < 1:
+        raise ValueError(f"ema must be a decay in (0, 1) or None; got {ema!r}")
     if rng is None:
         rng = np.random.default_rng(model.config.get("seed", 0))
     check_rng(rng)
