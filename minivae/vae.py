@@ -191,12 +191,13 @@ class VAE:
     def _decode(self, z):
         return self.decoder.forward(self.params, z)[0]
 
-    def decode(self, z):
-        """The parameters of p(x|z).
+    def decode(self, z, mean=False):
+        """The parameters of p(x|z), or its mean.
 
         Parameters
         ----------
         z : (N, latent_dim) array
+        mean : bool; if True return E[x|z], (N, input_dim), an image for every likelihood
 
         Returns
         -------
@@ -204,7 +205,10 @@ class VAE:
         gaussian: the mean (N, input_dim)
         """
         z = self._check_array(z, "z", self.latent_dim, "latent_dim")
-        return self.likelihood.distribution_params(self._decode(z), self.params)
+        out = self._decode(z)
+        if mean:
+            return self.likelihood.mean(out, self.params)
+        return self.likelihood.distribution_params(out, self.params)
 
     def sample(self, n, rng=None, mean=False):
         """Draw from the model: z ~ p(z), then x ~ p(x|z).

@@ -145,6 +145,7 @@ def test_decode_sample_reconstruct_shapes_and_ranges():
     probs = model.decode(np.zeros((3, 4)))
     assert probs.shape == (3, 64, 17)
     np.testing.assert_allclose(probs.sum(axis=-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(model.decode(np.zeros((3, 4)), mean=True), probs @ np.arange(17), rtol=1e-5)
     samples = model.sample(5, rng=np.random.default_rng(0))
     assert samples.shape == (5, 64) and set(np.unique(samples)) <= set(range(17))
     means = model.sample(5, rng=np.random.default_rng(0), mean=True)
