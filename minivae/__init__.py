@@ -10,18 +10,20 @@ closed-form probabilistic PCA gives the exact log-likelihood that an ELBO can be
     >>> history = minivae.fit(model, x_train, x_val)              # Adamax, early stopping
     >>> nll = -model.log_likelihood(x_val, n_samples=512).mean()  # nats per example
 
-Nothing here imports numba or matplotlib: kernels compile on first use, plots import matplotlib
-when they draw.
+Nothing here imports numba or matplotlib: the compiled kernels (the default "numba" backend, see
+:mod:`minivae.backend`) load and compile on first use, plots import matplotlib when they draw.
 """
 
 from . import datasets, distributions, gradcheck, layers, optim
+from .backend import get_backend, set_backend, use_backend
 from .gradcheck import check_model_gradients, numerical_gradient, rel_error
 from .optim import SGD, Adam, Adamax
+from .ppca import PPCA
 from .training import History, TrainingError, fit
 from .vae import VAE
 
 __version__ = "0.1.0"
 
-__all__ = ["VAE", "fit", "History", "TrainingError", "SGD", "Adam", "Adamax", "rel_error",
-           "numerical_gradient", "check_model_gradients", "datasets", "distributions", "gradcheck",
-           "layers", "optim"]
+__all__ = ["VAE", "PPCA", "fit", "History", "TrainingError", "SGD", "Adam", "Adamax", "rel_error",
+           "numerical_gradient", "check_model_gradients", "get_backend", "set_backend", "use_backend",
+           "datasets", "distributions", "gradcheck", "layers", "optim"]

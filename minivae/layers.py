@@ -12,6 +12,8 @@ changes the model, which is what gradient checks and optimizers rely on.
 
 import numpy as np
 
+from . import backend as backends
+
 LEAKY_RELU_SLOPE = 0.01  # the slope for x < 0, PyTorch's default for nn.LeakyReLU
 
 
@@ -232,30 +234,32 @@ class MLP:
             params[key_b] = rng.uniform(-bound, bound, size=n_out).astype(dtype)
         return params
 
-    def forward(self, params, x):
+    def forward(self, params, x, backend=None):
         """Run the network.
 
         Parameters
         ----------
         params : dict holding this MLP's weights
         x : (N, sizes[0]) array
+        backend : "numpy", "numba" or None (the current backend, see :mod:`minivae.backend`)
 
         Returns
         -------
         out : (N, sizes[-1]) array
-        cache : list with one (linear cache, activation cache) per layer
+        cache : what :meth:`backward` needs: the backend and one entry per layer
         """
+        if self._compiled(backend):
+            return self._forward_numba(params, x)
         cache = []
         h = x
         for i in range(self.n_layers):
             key_W, key_b = self.keys(i)
             h, linear_cache = linear_forward(h, params[key_W], params[key_b])
-            activation = self.activation if i < self.n_layers - 1 else self.identity
-            h, activation_cache = activation.forward(h)
+            h, activation_cache = self._activation(i).forward(h)
             cache.append((linear_cache, activation_cache))
-        return h, cache
+        return h, ("numpy", cache)
 
-    def backward(self, dout, cache, grads):
+    def backward(self, dout, cache, grads, need_dx=True):
         """Backpropagate dL/dout through the network.
 
         Parameters
@@ -264,21 +268,58 @@ class MLP:
         cache : from :meth:`forward`
         grads : dict; dL/dW and dL/db of every layer are stored in it under the parameter names
             (added to what is there, so gradients from several terms can accumulate)
+        need_dx : bool; False skips the last product dL/dx (an encoder's input needs no gradient)
 
         Returns
         -------
-        dx : (N, sizes[0]) array, dL/dx
+        dx : (N, sizes[0]) array, dL/dx (None when need_dx is False and the backend is numba)
         """
+        backend, layers = cache
+        if backend == "numba":
+            return self._backward_numba(dout, layers, grads, need_dx)
         dh = dout
         for i in reversed(range(self.n_layers)):
-            linear_cache, activation_cache = cache[i]
-            activation = self.activation if i < self.n_layers - 1 else self.identity
-            dh = activation.backward(dh, activation_cache)
+            linear_cache, activation_cache = layers[i]
+            dh = self._activation(i).backward(dh, activation_cache)
             dh, dW, db = linear_backward(dh, linear_cache)
             key_W, key_b = self.keys(i)
             _accumulate(grads, key_W, dW)
             _accumulate(grads, key_b, db)
         return dh
+
+    # The same two passes with the compiled kernels: each layer is one fused call,
+    # act(x @ W + b) forward and (act' · dout, its column sums, the two products) backward.
+
+    def _compiled(self, backend):
+        return (backends.resolve(backend) == "numba"
+                and self.activation.name in backends.kernels().ACTIVATION_CODES)
+
+    def _forward_numba(self, params, x):
+        kernels = backends.kernels()
+        layers = []
+        h = x
+        for i in range(self.n_layers):
+            key_W, key_b = self.keys(i)
+            a, _ = kernels.dense_forward(h, params[key_W], params[key_b], self._activation(i).name)
+            layers.append((h, params[key_W], a))
+            h = a
+        return h, ("numba", layers)
+
+    def _backward_numba(self, dout, layers, grads, need_dx):
+        kernels = backends.kernels()
+        dh = dout
+        for i in reversed(range(self.n_layers)):
+            x, W, a = layers[i]
+            key_W, key_b = self.keys(i)
+            dh, dW, db = kernels.dense_backward(dh, x, a, W, self._activation(i).name,
+                                                need_dx=need_dx or i > 0)
+            _accumulate(grads, key_W, dW)
+            _accumulate(grads, key_b, db)
+        return dh
+
+    def _activation(self, i):
+        """The activation after linear layer i: none (identity) after the last."""
+        return self.activation if i < self.n_layers - 1 else self.identity
 
     def __repr__(self):
         return f"MLP({self.name!r}, sizes={self.sizes}, activation={self.activation!r})"

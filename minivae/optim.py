@@ -7,6 +7,8 @@ statistics in ``optimizer.state``. The update rules follow PyTorch's, so that re
 
 import numpy as np
 
+from . import backend as backends
+
 
 class Optimizer:
     """Base class: counts steps and keeps per-parameter state.
@@ -14,12 +16,15 @@ class Optimizer:
     Parameters
     ----------
     lr : float > 0, the learning rate
+    backend : "numpy", "numba" or None (the current backend, see :mod:`minivae.backend`); with
+        numba each update is one compiled pass over the parameter
     """
 
-    def __init__(self, lr):
+    def __init__(self, lr, backend=None):
         if not np.isscalar(lr) or not np.isfinite(lr) or lr <= 0:
             raise ValueError(f"lr must be a positive number; got {lr!r}")
         self.lr = float(lr)
+        self.backend = None if backend is None else backends.check_backend(backend)
         self.t = 0  # steps taken
         self.state = {}  # key -> dict of arrays shaped like the parameter
 
@@ -32,13 +37,14 @@ class Optimizer:
         grads : dict with the same keys and shapes
         """
         self.t += 1
+        update = self.update_numba if backends.resolve(self.backend) == "numba" else self.update
         for key, p in params.items():
             g = grads[key]
             if g.shape != p.shape:
                 raise ValueError(f"grads[{key!r}] has shape {g.shape}; params[{key!r}] has {p.shape}")
             if key not in self.state:
                 self.state[key] = self.init_state(p)
-            self.update(p, g, self.state[key])
+            update(p, g, self.state[key])
 
     def init_state(self, p):
         """The running statistics of one parameter, a dict of arrays."""
@@ -46,6 +52,10 @@ class Optimizer:
 
     def update(self, p, g, state):
         """Update one parameter array ``p`` in place with its gradient ``g``."""
+        raise NotImplementedError
+
+    def update_numba(self, p, g, state):
+        """:meth:`update` in one compiled pass (:mod:`minivae.kernels`)."""
         raise NotImplementedError
 
     def __repr__(self):
@@ -59,8 +69,8 @@ class SGD(Optimizer):
     v ← momentum · v + g;  p ← p - lr · v   (plain SGD when momentum = 0)
     """
 
-    def __init__(self, lr=1e-2, momentum=0.0):
-        super().__init__(lr)
+    def __init__(self, lr=1e-2, momentum=0.0, backend=None):
+        super().__init__(lr, backend)
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1); got {momentum!r}")
         self.momentum = float(momentum)
@@ -76,6 +86,9 @@ class SGD(Optimizer):
             g = v
         p -= self.lr * g
 
+    def update_numba(self, p, g, state):
+        backends.kernels().sgd_update(p, g, state.get("velocity"), self.lr, self.momentum)
+
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba 2015).
@@ -84,8 +97,8 @@ class Adam(Optimizer):
     p ← p - lr · m̂ / (√v̂ + eps),  m̂ = m / (1 - β1ᵗ),  v̂ = v / (1 - β2ᵗ)
     """
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
-        super().__init__(lr)
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, backend=None):
+        super().__init__(lr, backend)
         self.betas = _check_betas(betas)
         self.eps = float(eps)
 
@@ -102,6 +115,9 @@ class Adam(Optimizer):
         denominator = np.sqrt(v / (1 - beta2 ** self.t)) + self.eps
         p -= (self.lr / (1 - beta1 ** self.t)) * m / denominator
 
+    def update_numba(self, p, g, state):
+        backends.kernels().adam_update(p, g, state["m"], state["v"], self.lr, *self.betas, self.eps, self.t)
+
 
 class Adamax(Optimizer):
     """Adamax, Adam with the infinity norm (Kingma & Ba 2015, section 7.1), as in PyTorch.
@@ -109,8 +125,8 @@ class Adamax(Optimizer):
     m ← β1 m + (1 - β1) g;  u ← max(β2 u, |g| + eps);  p ← p - lr / (1 - β1ᵗ) · m / u
     """
 
-    def __init__(self, lr=2e-3, betas=(0.9, 0.999), eps=1e-8):
-        super().__init__(lr)
+    def __init__(self, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, backend=None):
+        super().__init__(lr, backend)
         self.betas = _check_betas(betas)
         self.eps = float(eps)
 
@@ -125,6 +141,9 @@ class Adamax(Optimizer):
         u *= beta2
         np.maximum(u, np.abs(g) + self.eps, out=u)
         p -= (self.lr / (1 - beta1 ** self.t)) * m / u
+
+    def update_numba(self, p, g, state):
+        backends.kernels().adamax_update(p, g, state["m"], state["u"], self.lr, *self.betas, self.eps, self.t)
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamax": Adamax}

@@ -5,11 +5,13 @@ gradients of :meth:`minivae.VAE.loss_and_grads`, measures the validation -ELBO a
 stops when it has not improved for ``patience`` epochs, restoring the parameters of the best epoch.
 """
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from . import backend as backends
 from .checks import check_rng, positive_int
 from .optim import Adamax, Optimizer
 
@@ -49,7 +51,7 @@ class History:
 
 
 def fit(model, x_train, x_val=None, epochs=1000, batch_size=64, optimizer=None, patience=20, rng=None,
-        val_samples=1, ema=None, verbose=True, callback=None):
+        val_samples=1, ema=None, backend=None, verbose=True, callback=None):
     """Train ``model`` on ``x_train`` by minibatch gradient descent on the negative ELBO.
 
     Parameters
@@ -69,6 +71,8 @@ def fit(model, x_train, x_val=None, epochs=1000, batch_size=64, optimizer=None, 
     ema : float in (0, 1) or None; if given, validate and keep an exponential moving average of the
         parameters (Polyak averaging), avg ← d avg + (1 - d) params after every step with
         d = min(ema, (1 + t) / (10 + t)) at step t, so that early averages forget the initialisation
+    backend : "numpy", "numba" or None; the backend of the whole fit (model and optimizer), unless
+        they name their own; None keeps the current one (see :mod:`minivae.backend`)
     verbose : bool, print one line per epoch
     callback : callable(epoch, history) -> bool or None, called after every epoch; returning True stops
 
@@ -99,6 +103,14 @@ def fit(model, x_train, x_val=None, epochs=1000, batch_size=64, optimizer=None, 
         rng = np.random.default_rng(model.config.get("seed", 0))
     check_rng(rng)
 
+    with backends.use_backend(backend) if backend is not None else contextlib.nullcontext():
+        return _train(model, x_train, x_val, epochs, batch_size, optimizer, patience, rng, val_samples, ema,
+                      verbose, callback)
+
+
+def _train(model, x_train, x_val, epochs, batch_size, optimizer, patience, rng, val_samples, ema, verbose,
+           callback):
+    """The loop of :func:`fit`, on checked arguments."""
     history = History()
     best_params = {key: value.copy() for key, value in model.params.items()}
     average = {key: value.copy() for key, value in model.params.items()} if ema else None

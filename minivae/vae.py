@@ -16,6 +16,7 @@ import numpy as np
 
 from .distributions import LIKELIHOODS, LOG_2PI, StandardNormal, make_likelihood, reparameterize, \
     reparameterize_backward
+from . import backend as backends
 from .checks import check_rng, positive_int
 from .layers import ACTIVATIONS, MLP
 
@@ -44,6 +45,8 @@ class VAE:
     beta : float ≥ 0, the weight of the KL in the training loss (β-VAE; 1 is the ELBO)
     seed : int, seeds the initial weights and the model's own random generator ``model.rng``
     dtype : numpy.float32 (default, fast) or numpy.float64 (for gradient checks)
+    backend : "numpy" (the readable reference), "numba" (compiled kernels) or None (the current
+        backend, see :func:`minivae.set_backend`); the attribute ``model.backend`` can be changed later
 
     Attributes
     ----------
@@ -65,7 +68,7 @@ class VAE:
 
     def __init__(self, input_dim, latent_dim, hidden=(256, 256), activation="leaky_relu",
                  likelihood="categorical", num_values=17, variance=1.0, learn_variance=False,
-                 kl="analytic", beta=1.0, seed=0, dtype=np.float32):
+                 kl="analytic", beta=1.0, seed=0, dtype=np.float32, backend=None):
         input_dim = positive_int(input_dim, "input_dim")
         latent_dim = positive_int(latent_dim, "latent_dim")
         if isinstance(hidden, (int, np.integer)):
@@ -90,6 +93,7 @@ class VAE:
                            beta=float(beta), seed=int(seed), dtype=dtype.name)
         self.input_dim, self.latent_dim, self.hidden = input_dim, latent_dim, hidden
         self.kl_method, self.beta, self.dtype = kl, float(beta), dtype
+        self.backend = None if backend is None else backends.check_backend(backend)
         self.likelihood = make_likelihood(likelihood, num_values, variance, learn_variance)
         self.prior = StandardNormal()
         self.encoder = MLP("encoder", [input_dim, *hidden, 2 * latent_dim], activation)
@@ -134,14 +138,16 @@ class VAE:
         return self._loss_and_grads(x, eps)
 
     def _loss_and_grads(self, x, eps):
-        """:meth:`loss_and_grads` on inputs already checked."""
+        """:meth:`loss_and_grads` on inputs already checked: the reference computation in NumPy."""
+        if backends.resolve(self.backend) == "numba" and self.kl_method == "analytic":
+            return self._loss_and_grads_numba(x, eps)
         params, N, L = self.params, x.shape[0], self.latent_dim
 
         # forward
-        h, encoder_cache = self.encoder.forward(params, x)
+        h, encoder_cache = self.encoder.forward(params, x, "numpy")
         mu, logvar = h[:, :L], h[:, L:]
         z, reparameterize_cache = reparameterize(mu, logvar, eps)
-        out, decoder_cache = self.decoder.forward(params, z)
+        out, decoder_cache = self.decoder.forward(params, z, "numpy")
         log_px, likelihood_cache = self.likelihood.forward(x, out, params)
         if self.kl_method == "analytic":
             kl = self.prior.kl(mu, logvar)
@@ -167,6 +173,35 @@ class VAE:
         self.encoder.backward(np.concatenate([dmu, dlogvar], axis=1), encoder_cache, grads)
         return loss, {key: grads[key] for key in params}
 
+    def _loss_and_grads_numba(self, x, eps):
+        """The computation of :meth:`_loss_and_grads`, step for step, with the compiled kernels.
+
+        Read :meth:`_loss_and_grads` first: here the layers run as fused kernels, the sample and
+        the KL (and their backward) are one kernel each, and the categorical log-softmax computes
+        log p(x|z) and its gradient in the same pass.
+        """
+        kernels = backends.kernels()
+        params, N, L = self.params, x.shape[0], self.latent_dim
+        grads = {}
+        dlog_px = np.full(N, -1 / N, dtype=self.dtype)
+        dkl = np.full(N, self.beta / N, dtype=self.dtype)
+
+        h, encoder_cache = self.encoder.forward(params, x, "numba")
+        mu, logvar = np.ascontiguousarray(h[:, :L]), np.ascontiguousarray(h[:, L:])
+        z, kl = kernels.reparameterize_kl(mu, logvar, eps)
+        out, decoder_cache = self.decoder.forward(params, z, "numba")
+        if self.likelihood.name == "categorical":
+            log_px, dout = kernels.categorical_loglik_and_grad(out, x.astype(np.int64), weight=dlog_px)
+        else:
+            log_px, likelihood_cache = self.likelihood.forward(x, out, params)
+            dout = self.likelihood.backward(dlog_px, likelihood_cache, grads)
+        loss = float(np.mean(self.beta * kl - log_px))
+
+        dz = self.decoder.backward(dout, decoder_cache, grads)
+        dmu, dlogvar = kernels.reparameterize_kl_backward(dz, mu, logvar, eps, dkl)
+        self.encoder.backward(np.concatenate([dmu, dlogvar], axis=1), encoder_cache, grads, need_dx=False)
+        return loss, {key: grads[key] for key in params}
+
     # ---------------------------------------------------------------------------------------------
     # Encoder, decoder, sampling
     # ---------------------------------------------------------------------------------------------
@@ -185,11 +220,11 @@ class VAE:
         return self._encode(self._check_x(x))
 
     def _encode(self, x):
-        h, _ = self.encoder.forward(self.params, x)
+        h, _ = self.encoder.forward(self.params, x, self.backend)
         return h[:, :self.latent_dim], h[:, self.latent_dim:]
 
     def _decode(self, z):
-        return self.decoder.forward(self.params, z)[0]
+        return self.decoder.forward(self.params, np.ascontiguousarray(z), self.backend)[0]
 
     def decode(self, z, mean=False):
         """The parameters of p(x|z), or its mean.
@@ -406,7 +441,7 @@ class VAE:
     def __repr__(self):
         return (f"VAE(input_dim={self.input_dim}, latent_dim={self.latent_dim}, hidden={self.hidden}, "
                 f"activation={self.config['activation']!r}, likelihood={self.config['likelihood']!r}, "
-                f"dtype={self.dtype.name}, n_params={self.n_params})")
+                f"dtype={self.dtype.name}, backend={backends.resolve(self.backend)!r}, n_params={self.n_params})")
 
     # ---------------------------------------------------------------------------------------------
     # Input checks
@@ -440,7 +475,7 @@ class VAE:
         eps = self._check_array(eps, "eps", self.latent_dim, "latent_dim")
         if eps.shape[0] != n:
             raise ValueError(f"eps has {eps.shape[0]} rows; x has {n}")
-        return eps
+        return np.ascontiguousarray(eps)
 
 
 def _diagonal_gaussian_log_prob_from_eps(eps, logvar):

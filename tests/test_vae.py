@@ -25,9 +25,13 @@ def _data(likelihood, rng, n, d, num_values=3):
     return rng.standard_normal((n, d))
 
 
-def _small_model(likelihood, activation="tanh", kl="analytic", seed=0, hidden=(5,), learn_variance=True):
+def _small_model(likelihood, activation="tanh", kl="analytic", seed=0, hidden=(5,), learn_variance=True,
+                 backend="numpy"):
+    """A tiny float64 model. Gradient checks run on the NumPy reference; test_backends.py shows that
+    the numba backend computes the same losses and gradients."""
     model = minivae.VAE(4, 2, hidden=hidden, activation=activation, likelihood=likelihood, num_values=3,
-                        variance=0.7, learn_variance=learn_variance, kl=kl, seed=seed, dtype=np.float64)
+                        variance=0.7, learn_variance=learn_variance, kl=kl, seed=seed, dtype=np.float64,
+                        backend=backend)
     rng = np.random.default_rng(seed)
     for key, value in model.params.items():
         value[...] = rng.standard_normal(value.shape) * (WEIGHT_SCALE if key != "decoder.logvar" else 0.3)
