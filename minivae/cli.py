@@ -57,8 +57,8 @@ def build_parser():
     optimisation.add_argument("--batch-size", type=int, default=64)
     optimisation.add_argument("--epochs", type=int, default=1000, help="at most this many (default 1000)")
     optimisation.add_argument("--patience", type=int, default=20, help="early stopping patience (default 20)")
-    optimisation.add_argument("--val-samples", type=int, default=10,
-                              help="samples of z per validation example in the early-stopping -ELBO")
+    optimisation.add_argument("--val-samples", type=int, default=1,
+                              help="samples of z per validation example in the early-stopping -ELBO (default 1)")
     optimisation.add_argument("--ema", type=float, default=0.999,
                               help="Polyak averaging: validate and keep a moving average of the weights with "
                                    "this decay (default 0.999; 0 trains the plain reference setting)")
