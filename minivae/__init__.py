@@ -14,7 +14,7 @@ Nothing here imports numba or matplotlib: the compiled kernels (the default "num
 :mod:`minivae.backend`) load and compile on first use, plots import matplotlib when they draw.
 """
 
-from . import datasets, distributions, gradcheck, layers, optim
+from . import backend, datasets, distributions, gradcheck, layers, optim, ppca
 from .backend import get_backend, set_backend, use_backend
 from .gradcheck import check_model_gradients, numerical_gradient, rel_error
 from .optim import SGD, Adam, Adamax
@@ -26,4 +26,4 @@ __version__ = "0.1.0"
 
 __all__ = ["VAE", "PPCA", "fit", "History", "TrainingError", "SGD", "Adam", "Adamax", "rel_error",
            "numerical_gradient", "check_model_gradients", "get_backend", "set_backend", "use_backend",
-           "datasets", "distributions", "gradcheck", "layers", "optim"]
+           "backend", "datasets", "distributions", "gradcheck", "layers", "optim", "ppca"]

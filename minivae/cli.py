@@ -70,6 +70,8 @@ def build_parser():
     output.add_argument("--no-figures", action="store_true", help="skip the figures")
     output.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     train.set_defaults(run=run_train)
+    from . import compare
+    compare.add_parser(subcommands)
 
     from . import notebooks
     notebooks.add_parser(subcommands)

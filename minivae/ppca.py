@@ -13,7 +13,9 @@ with ``W: (d, q)``. Everything is Gaussian, so everything is exact:
 A VAE whose encoder and decoder are linear and whose decoder is Gaussian with variance ``sigma2``
 *is* a pPCA, so its log p(x) is known exactly and the gap ``log p(x) - ELBO`` can be computed
 without Monte Carlo. The functions ``linear_gaussian_*`` and :func:`optimal_linear_encoder` at the
-end of this module do that, on plain arrays in the conventions of :mod:`minivae.vae`:
+end of this module do that on plain arrays, and :func:`linear_vae_exact`, :func:`set_optimal_encoder`
+and :func:`linear_vae_from_ppca` do it on a :class:`minivae.VAE` built with ``hidden=()`` and
+``likelihood="gaussian"``. The conventions are those of :mod:`minivae.vae`:
 
 * encoder ``y = x @ W_enc + b_enc`` with ``W_enc: (d, 2q)``, ``b_enc: (2q,)``; ``mu = y[:, :q]``,
   ``logvar = y[:, q:]``, ``q(z|x) = N(mu, diag(exp(logvar)))``;
@@ -32,6 +34,8 @@ and the Mahalanobis term is written as a sum of two squares (no cancellation)::
 
     (x - mu)ᵀ C⁻¹ (x - mu) = ||x - mu - W zhat||² / sigma2 + ||zhat||²,   zhat = M⁻¹ Wᵀ (x - mu).
 """
+
+from collections import namedtuple
 
 import numpy as np
 
@@ -626,10 +630,13 @@ def optimal_linear_encoder(W_dec, b_dec, sigma2):
 
         mu(x) = M⁻¹ Wᵀ (x - b) = x @ A.T - A @ b,   A = M⁻¹ Wᵀ  (q, d),  M = Wᵀ W + sigma2 I
 
-    and its log-variance is constant, the log of the diagonal of the posterior covariance sigma2 M⁻¹.
-    When Wᵀ W is diagonal (as for the maximum-likelihood pPCA with R = I) so is M, q(z|x) equals the
-    true posterior and the ELBO equals log p(x). Otherwise the posterior has correlations a diagonal
-    Gaussian cannot represent and a gap remains (the mean is still exact).
+    and its variances are constant: sigma2 / diag(M), one over the diagonal of the posterior
+    precision M / sigma2. That is the diagonal Gaussian with the smallest KL(q || p(z|x)), hence the
+    largest ELBO (the mean-field solution); it is not the diagonal of the posterior covariance
+    sigma2 M⁻¹, which is wider whenever the posterior has correlations. When Wᵀ W is diagonal (as for
+    the maximum-likelihood pPCA with R = I) so is M, both agree, q(z|x) equals the true posterior and
+    the ELBO equals log p(x). Otherwise a diagonal Gaussian cannot represent the correlations and a
+    gap remains (the mean is still exact).
 
     Parameters
     ----------
@@ -640,14 +647,155 @@ def optimal_linear_encoder(W_dec, b_dec, sigma2):
     Returns
     -------
     W_enc : (d, 2q) array, [A.T, 0]
-    b_enc : (2q,) array, [-A @ b, log diag(sigma2 M⁻¹)]
+    b_enc : (2q,) array, [-A @ b, log(sigma2 / diag(M))]
     """
     W, b, sigma2 = _as_decoder(W_dec, b_dec, sigma2)
     d, q = W.shape
     M, _ = _small_matrix(W, sigma2)
     A = np.linalg.solve(M, W.T)                                     # (q, d)
-    posterior_cov = sigma2 * np.linalg.inv(M)
     W_enc = np.zeros((d, 2 * q))
     W_enc[:, :q] = A.T
-    b_enc = np.concatenate([-A @ b, np.log(np.diag(posterior_cov))])
+    b_enc = np.concatenate([-A @ b, np.log(sigma2 / np.diag(M))])
     return W_enc, b_enc
+
+
+# --------------------------------------------------------------------------------------------------
+# The same, on a minivae.VAE with hidden=() and likelihood="gaussian"
+# --------------------------------------------------------------------------------------------------
+
+LinearVAEExact = namedtuple("LinearVAEExact", ["log_px", "elbo", "gap"])
+LinearVAEExact.__doc__ = """Exact per-example quantities of a linear Gaussian VAE, float64 (n,) arrays, nats.
+
+log_px : log p(x), the pPCA marginal of the decoder
+elbo : the ELBO of the model's encoder, in closed form (no sampling)
+gap : KL(q(z|x) || p(z|x)), computed on its own; log_px = elbo + gap up to round-off
+"""
+
+
+def linear_vae_arrays(model):
+    """The weights of a linear Gaussian VAE as float64 arrays, or a ValueError saying why it is not one.
+
+    Parameters
+    ----------
+    model : :class:`minivae.VAE` with ``hidden=()`` and ``likelihood="gaussian"``
+
+    Returns
+    -------
+    W_enc : (d, 2q) array
+    b_enc : (2q,) array
+    W_dec : (q, d) array
+    b_dec : (d,) array
+    sigma2 : float, the decoder's variance: exp(params["decoder.logvar"]) when learned, else
+        ``model.likelihood.variance``
+    """
+    if not all(hasattr(model, attribute) for attribute in ("params", "hidden", "likelihood")):
+        raise TypeError(f"model must be a minivae.VAE; got {type(model).__name__}")
+    hidden, likelihood = tuple(model.hidden), model.likelihood.name
+    if hidden != ():
+        raise ValueError(f"model must be a linear VAE, built with hidden=() (one linear layer each way); "
+                         f"got hidden={hidden}")
+    if likelihood != "gaussian":
+        raise ValueError(f"model must have a Gaussian decoder, likelihood='gaussian'; got {likelihood!r}")
+    params = model.params
+    arrays = [np.asarray(params[key], dtype=np.float64) for key in
+              ("encoder.0.W", "encoder.0.b", "decoder.0.W", "decoder.0.b")]
+    sigma2 = float(np.exp(np.float64(model.likelihood.logvar(params))))
+    return (*arrays, sigma2)
+
+
+def linear_vae_exact(model, x):
+    """log p(x), the ELBO and the gap KL(q(z|x) || p(z|x)) of a linear Gaussian VAE, exactly.
+
+    The decoder p(x|z) = N(z @ W_dec + b_dec, sigma2 I) with p(z) = N(0, I) is a pPCA, so
+    (see :func:`linear_gaussian_log_marginal`, :func:`linear_gaussian_elbo`,
+    :func:`linear_gaussian_posterior_gap`)::
+
+        log p(x) = log N(x | b_dec, W_decᵀ W_dec + sigma2 I)
+        ELBO(x)  = E_q[log p(x|z)] - KL(q(z|x) || p(z))        in closed form
+        gap(x)   = KL(q(z|x) || p(z|x))                        against the true posterior
+
+    The three are computed separately, so ``log_px == elbo + gap`` is a check, not a definition.
+    Everything is float64 whatever the model's dtype.
+
+    Parameters
+    ----------
+    model : :class:`minivae.VAE` with ``hidden=()`` and ``likelihood="gaussian"``
+    x : (n, d) array
+
+    Returns
+    -------
+    LinearVAEExact(log_px, elbo, gap), each an (n,) float64 array, nats
+
+    Raises
+    ------
+    ValueError
+        if the model is not linear and Gaussian, or x does not have d finite columns
+    """
+    W_enc, b_enc, W_dec, b_dec, sigma2 = linear_vae_arrays(model)
+    q, d = W_dec.shape
+    x = _as_matrix(x, "x")
+    if x.shape[1] != d:
+        raise ValueError(f"x has {x.shape[1]} columns; the model expects input_dim={d}")
+    y = x @ W_enc + b_enc                                            # (n, 2q), the encoder in float64
+    mu, logvar = y[:, :q], y[:, q:]
+    return LinearVAEExact(
+        log_px=linear_gaussian_log_marginal(x, W_dec, b_dec, sigma2),
+        elbo=linear_gaussian_elbo(x, mu, logvar, W_dec, b_dec, sigma2),
+        gap=linear_gaussian_posterior_gap(x, mu, logvar, W_dec, b_dec, sigma2),
+    )
+
+
+def set_optimal_encoder(model):
+    """Overwrite the encoder of a linear Gaussian VAE with the best one for its current decoder.
+
+    The encoder becomes :func:`optimal_linear_encoder` of (W_dec, b_dec, sigma2): its mean is the
+    true posterior mean M⁻¹ W_dec (x - b_dec) and its variance the diagonal of sigma2 M⁻¹, with
+    M = W_dec W_decᵀ + sigma2 I. This maximises the ELBO over linear encoders for the fixed
+    decoder. The gap that remains is the price of a diagonal q(z|x); it is 0 exactly when
+    W_dec W_decᵀ is diagonal. The parameter arrays are written in place (their dtype is kept).
+
+    Parameters
+    ----------
+    model : :class:`minivae.VAE` with ``hidden=()`` and ``likelihood="gaussian"``
+
+    Returns
+    -------
+    model, for chaining
+    """
+    _, _, W_dec, b_dec, sigma2 = linear_vae_arrays(model)
+    W_enc, b_enc = optimal_linear_encoder(W_dec, b_dec, sigma2)
+    model.params["encoder.0.W"][...] = W_enc
+    model.params["encoder.0.b"][...] = b_enc
+    return model
+
+
+def linear_vae_from_ppca(ppca, learn_variance=False, dtype=np.float64, seed=0):
+    """The linear Gaussian VAE that a fitted pPCA is, with the optimal encoder.
+
+    Decoder ``W_dec = ppca.W_.T``, ``b_dec = ppca.mean_``, variance ``ppca.noise_variance_``;
+    encoder from :func:`optimal_linear_encoder`. Because the columns of ``W_`` are orthogonal the
+    encoder is the exact posterior: the ELBO equals ``ppca.log_likelihood`` (and after
+    :meth:`PPCA.fit`, its training mean is ``ppca.max_log_likelihood()``).
+
+    Parameters
+    ----------
+    ppca : :class:`PPCA`, fitted
+    learn_variance : bool, whether the VAE's sigma2 is a trained parameter ("decoder.logvar")
+    dtype : numpy.float64 (default, for exact comparisons) or numpy.float32
+    seed : int, the VAE's seed (its own random generator ``model.rng``)
+
+    Returns
+    -------
+    :class:`minivae.VAE` with ``hidden=()``, ``likelihood="gaussian"``
+    """
+    from .vae import VAE    # here, not at the top: the pPCA maths needs nothing from the VAE
+
+    if not isinstance(ppca, PPCA):
+        raise TypeError(f"ppca must be a fitted minivae.ppca.PPCA; got {type(ppca).__name__}")
+    params, sigma2 = ppca.to_linear_vae_params()
+    model = VAE(ppca.n_features_in_, ppca.n_components, hidden=(), likelihood="gaussian",
+                variance=sigma2, learn_variance=learn_variance, seed=seed, dtype=dtype)
+    if learn_variance:
+        params["decoder.logvar"] = np.full(1, np.log(sigma2))
+    model.set_params(params)
+    return model

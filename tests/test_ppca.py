@@ -16,6 +16,8 @@ from minivae.ppca import (
     linear_gaussian_elbo,
     linear_gaussian_log_marginal,
     linear_gaussian_posterior_gap,
+    linear_vae_arrays,
+    linear_vae_from_ppca,
     optimal_linear_encoder,
 )
 
@@ -412,3 +414,14 @@ def test_linear_vae_functions_check_their_arguments():
         linear_gaussian_log_marginal(p["x"][:, :6], p["W_dec"], p["b_dec"], p["sigma2"])
     with pytest.raises(ValueError, match="logvar"):
         linear_gaussian_posterior_gap(**{**p, "logvar": p["logvar"][:, :2]})
+
+
+@pytest.mark.parametrize("learn_variance", [True, False])
+def test_linear_vae_from_ppca_holds_the_linear_vae_params(digits, learn_variance):
+    model = PPCA(3).fit(digits[:300])
+    params, sigma2 = model.to_linear_vae_params()
+    vae = linear_vae_from_ppca(model, learn_variance=learn_variance)
+    for key, value in params.items():
+        np.testing.assert_array_equal(vae.params[key], value)
+    assert linear_vae_arrays(vae)[-1] == pytest.approx(sigma2, rel=1e-15)
+    assert vae.likelihood.variance == pytest.approx(sigma2, rel=1e-15)     # saved in its config, too

@@ -1,0 +1,669 @@
+"""``minivae compare``: pPCA, a linear VAE, a nonlinear Gaussian VAE and the categorical VAE, in the same nats.
+
+The whole story on the 8x8 digits, for each latent size q (2 and 16 by default):
+
+* **pPCA** fitted by exact maximum likelihood: its exact log p(x) on train (the maximum any linear
+  Gaussian model can reach) and test.
+* **A linear VAE** (``hidden=()``, Gaussian decoder with a learned σ²) trained the ordinary way:
+  single-sample reparameterized gradients from :meth:`minivae.VAE.loss_and_grads`, Adam. Its decoder
+  is a pPCA, so its ELBO, its exact log p(x) and the gap between them are known in closed form
+  (:func:`minivae.ppca.linear_vae_exact`); the K=512 importance-weighted estimate is reported too,
+  and must land between the ELBO and the exact value.
+* **A nonlinear Gaussian VAE** with the reference architecture (hidden (256, 256), LeakyReLU) and the
+  reference optimiser (Adamax 1e-3, batch 64, early stopping), its learned σ² starting at the average
+  variance per dimension: its ELBO and K=512 estimate, which no closed form gives.
+* **The categorical VAE** of the reference setting (``minivae train``): its discrete test NLL.
+
+Units. The Gaussian models are densities on continuous x, so they see the digits *dequantized*,
+``x + u`` with ``u ~ U[0, 1)^64`` (a seeded generator). For integer x a continuous density p induces
+the discrete model P(x) = ∫_{[0,1)^64} p(x + u) du, and by Jensen's inequality
+E_u[-log p(x + u)] ≥ -log P(x): the dequantized NLL of a continuous model upper-bounds the discrete
+NLL of the discrete model it defines. So the categorical VAE's NLL on the integer digits and the
+Gaussian models' NLL on the dequantized digits are in the same nats per example, and the comparison
+can only flatter the categorical model. Bits per dimension are nats / (64 ln 2).
+
+Why the linear VAE needs a schedule. The ELBO of a linear VAE has the same maximum as the pPCA
+likelihood, and the decoder gets there along well-conditioned directions quickly. What is slow is
+the last fraction of a nat: the columns of W whose eigenvalue λ_j sits not far above σ² (the log
+likelihood is flat in them, its gradient shrinking with λ_j - σ²), the choice between nearly equal
+eigenvalues at the edge of the subspace (λ_16 ≈ λ_17 on the digits), and the rotation that makes the
+columns of W orthogonal so that a diagonal q(z|x) can be exact. There the true gradient is smaller
+than the Monte Carlo noise of a single-sample ELBO gradient, and Adam, which scales every step to
+about ``lr``, turns that noise into a jitter of the parameters that costs a few tenths of a nat. So
+:func:`train_linear_vae` keeps a large learning rate for the first half (to travel) and then decays
+it exponentially by a factor of a few hundred (to average the noise away), with minibatches of 250.
+
+This module imports only the standard library at the top, so that ``minivae --help`` stays fast;
+NumPy and the rest of minivae are imported inside the functions.
+"""
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_OUT = "minivae-compare"
+DEFAULT_LATENT_SIZES = (2, 16)
+INPUT_DIM = 64  # the digits are 8x8
+IMPORTANCE_SAMPLES = 512  # K of every importance-weighted log p(x) estimate
+ELBO_SAMPLES = 100  # samples of z per test example in a sampled ELBO
+MONTE_CARLO_SLACK = 0.05  # nats per example: how far a K=512 estimate may stray from its bounds by chance
+
+# The linear VAE's optimisation (see the module docstring for why it has a schedule).
+LINEAR_BATCH_SIZE = 250
+LINEAR_STEPS = 60000  # 15000 epochs of 4 minibatches: measured 11 s for q=2, 23-41 s for q=16 on 2 shared cores
+LINEAR_SECONDS = 60.0  # the time budget; the schedule is compressed to fit it on a slower machine
+LINEAR_LR = 1e-2  # Adam's learning rate for the first half
+LINEAR_FINAL_LR = 3e-5  # ... decayed exponentially to this by the end
+LINEAR_CONSTANT_FRACTION = 0.5  # the share of training at the initial learning rate
+LINEAR_TRACE_POINTS = 100  # evaluations of the closed-form training ELBO, geometrically spaced in steps
+INITIAL_VARIANCE_FLOOR = 1e-6  # the initial σ² for constant data, whose variance is 0
+TARGET_NATS = 0.1  # the linear VAE's training ELBO should end this close to the pPCA maximum
+
+# The figure of the linear VAE's training.
+CURVE_WINDOW_NATS = 10.0  # the left panel shows the last 10 nats of the approach to the pPCA maximum
+CURVE_LOG_FLOOR = 1e-4  # nats; distances below this are drawn at it on the right panel's log scale
+
+# The nonlinear models: the reference setting of ``minivae train``.
+REFERENCE_HIDDEN = (256, 256)
+REFERENCE_LATENT = 16
+REFERENCE_LR = 1e-3
+REFERENCE_BATCH_SIZE = 64
+REFERENCE_PATIENCE = 20
+REFERENCE_VAL_SAMPLES = 10
+NONLINEAR_MAX_EPOCHS = 500
+
+# --quick: tiny settings, for tests (seconds, not minutes); the numbers are not meaningful.
+QUICK = dict(linear_steps=1500, hidden=(16,), nonlinear_epochs=3, nonlinear_importance_samples=32)
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------
+
+def load_dequantized_digits(seed):
+    """The digits' standard split, as integers and dequantized.
+
+    Parameters
+    ----------
+    seed : int; the noise u comes from ``numpy.random.default_rng([seed, 0])``, drawn for train,
+        val and test in that order
+
+    Returns
+    -------
+    integer : dict "train"/"val"/"test" -> (n, 64) int64 array, intensities 0..16
+    continuous : dict with the same keys -> (n, 64) float64 array, x + u with u ~ U[0, 1)
+    """
+    import numpy as np
+
+    from . import datasets
+
+    rng = np.random.default_rng([seed, 0])
+    integer = {name: datasets.load_digits(name)[0] for name in ("train", "val", "test")}
+    continuous = {name: datasets.dequantize(x, rng) for name, x in integer.items()}
+    return integer, continuous
+
+
+def bits_per_dim(nats, input_dim=INPUT_DIM):
+    """nats per example / (input_dim ln 2): bits per dimension (None stays None)."""
+    return None if nats is None else nats / (input_dim * math.log(2))
+
+
+# --------------------------------------------------------------------------------------------------
+# The linear VAE: ordinary training, exact evaluation
+# --------------------------------------------------------------------------------------------------
+
+def learning_rate(progress, lr=LINEAR_LR, final_lr=LINEAR_FINAL_LR, constant_fraction=LINEAR_CONSTANT_FRACTION):
+    """The schedule of :func:`train_linear_vae`: constant, then exponential decay.
+
+    lr(p) = lr                                           for p ≤ c
+    lr(p) = lr · (final_lr / lr) ** ((p - c) / (1 - c))  for p > c
+
+    Parameters
+    ----------
+    progress : float in [0, 1], the share of training done
+    lr, final_lr : floats > 0
+    constant_fraction : float in [0, 1), c
+
+    Returns
+    -------
+    float
+    """
+    if progress <= constant_fraction:
+        return lr
+    decayed = (min(progress, 1.0) - constant_fraction) / (1.0 - constant_fraction)
+    return lr * (final_lr / lr) ** decayed
+
+
+def train_linear_vae(model, x_train, rng, steps=LINEAR_STEPS, seconds=LINEAR_SECONDS,
+                     batch_size=LINEAR_BATCH_SIZE, lr=LINEAR_LR, final_lr=LINEAR_FINAL_LR,
+                     trace_points=LINEAR_TRACE_POINTS):
+    """Train a linear Gaussian VAE with the ordinary loss, and trace its exact training ELBO.
+
+    Every step is one call of :meth:`minivae.VAE.loss_and_grads` on a minibatch (a single-sample,
+    reparameterized estimate of the -ELBO gradient) and one :class:`minivae.optim.Adam` step. The
+    learning rate follows :func:`learning_rate` of the progress ``max(step / steps, elapsed /
+    seconds)``: on a fast machine the run is fixed by ``steps`` and reproducible from ``rng``; on a
+    slow one the same schedule is compressed to end within ``seconds``.
+
+    Before the first step the decoder starts where pPCA's EM does: its bias at the mean of
+    ``x_train`` (the pPCA mean, and the first thing any Gaussian decoder learns) and, when learned,
+    σ² at the average variance per dimension tr(S)/d. The steps then go to the interesting directions.
+
+    The trace is exact: at about ``trace_points`` steps, geometrically spaced, the mean training ELBO
+    and log p(x) are computed in closed form by :func:`minivae.ppca.linear_gaussian_elbo` and
+    :func:`minivae.ppca.linear_gaussian_log_marginal` (no sampling).
+
+    Parameters
+    ----------
+    model : :class:`minivae.VAE` with ``hidden=()`` and ``likelihood="gaussian"``, trained in place
+    x_train : (n, d) array
+    rng : numpy.random.Generator, for the minibatch order and every eps
+    steps : int, the planned number of optimizer steps
+    seconds : float > 0, the time budget
+    batch_size : int
+    lr, final_lr : floats, the schedule's start and end
+    trace_points : int
+
+    Returns
+    -------
+    dict with
+        "step" : list of int, the steps at which the trace was taken (0 = before training)
+        "train_elbo", "train_log_px" : lists of float, the closed-form mean training ELBO and exact
+            mean log p(x) at those steps, nats per example
+        "steps" : int, steps taken
+        "epochs" : float, steps * batch_size / n
+        "seconds" : float, wall-clock time of training and tracing
+        "stopped_by_time_budget" : bool, whether the schedule was compressed to fit ``seconds``
+    """
+    import numpy as np
+
+    from .checks import check_rng, positive_int
+    from .optim import Adam
+    from .ppca import linear_gaussian_elbo, linear_gaussian_log_marginal, linear_vae_arrays
+
+    linear_vae_arrays(model)                                        # a ValueError if not linear Gaussian
+    check_rng(rng)
+    steps = positive_int(steps, "steps")
+    batch_size = positive_int(batch_size, "batch_size")
+    if not (isinstance(seconds, (int, float)) and seconds > 0):
+        raise ValueError(f"seconds must be a positive number; got {seconds!r}")
+    x_train = model._check_x(x_train, "x_train")
+    n = x_train.shape[0]
+    batch_size = min(batch_size, n)
+    trace_at = set(np.unique(np.geomspace(1, steps, max(2, trace_points)).astype(int)).tolist())
+
+    model.params["decoder.0.b"][...] = x_train.mean(axis=0)
+    if "decoder.logvar" in model.params:
+        variance = max(float(np.mean(np.var(x_train, axis=0))), INITIAL_VARIANCE_FLOOR)
+        model.params["decoder.logvar"][...] = np.log(variance)
+    optimizer = Adam(lr=lr)
+    trace = {"step": [], "train_elbo": [], "train_log_px": []}
+
+    def record(step):
+        W_enc, b_enc, W_dec, b_dec, sigma2 = linear_vae_arrays(model)
+        q = W_dec.shape[0]
+        y = x_train @ W_enc + b_enc
+        elbo = linear_gaussian_elbo(x_train, y[:, :q], y[:, q:], W_dec, b_dec, sigma2)
+        trace["step"].append(int(step))
+        trace["train_elbo"].append(float(np.mean(elbo)))
+        trace["train_log_px"].append(float(np.mean(linear_gaussian_log_marginal(x_train, W_dec, b_dec, sigma2))))
+
+    start = time.perf_counter()
+    record(0)
+    step, by_time, order, position = 0, False, rng.permutation(n), 0
+    while True:
+        elapsed = time.perf_counter() - start
+        progress = max(step / steps, elapsed / seconds)
+        if progress >= 1.0:
+            by_time = step < steps
+            break
+        if position + batch_size > n:                  # a new epoch (a last, partial batch is skipped)
+            order, position = rng.permutation(n), 0
+        batch = x_train[order[position:position + batch_size]]
+        position += batch_size
+        optimizer.lr = learning_rate(progress, lr, final_lr)
+        _, grads = model.loss_and_grads(batch, rng=rng)
+        optimizer.step(model.params, grads)
+        step += 1
+        if step in trace_at:
+            record(step)
+    if trace["step"][-1] != step:
+        record(step)
+    return dict(trace, steps=step, epochs=step * batch_size / n, seconds=time.perf_counter() - start,
+                stopped_by_time_budget=by_time)
+
+
+# --------------------------------------------------------------------------------------------------
+# The nonlinear models
+# --------------------------------------------------------------------------------------------------
+
+def _fit_reference(model, x_train, x_val, epochs, seed):
+    """fit() with the reference optimiser settings of ``minivae train``; returns the History."""
+    import numpy as np
+
+    from .optim import Adamax
+    from .training import fit
+
+    return fit(model, x_train, x_val, epochs=epochs, batch_size=REFERENCE_BATCH_SIZE,
+               optimizer=Adamax(lr=REFERENCE_LR), patience=REFERENCE_PATIENCE,
+               rng=np.random.default_rng([seed, 2]), val_samples=REFERENCE_VAL_SAMPLES, verbose=False)
+
+
+def _evaluate_nonlinear(model, x_test, importance_samples, seed):
+    """Test -ELBO (ELBO_SAMPLES draws) and -log p(x) (K importance samples), nats per example."""
+    import numpy as np
+
+    rng = np.random.default_rng([seed, 3])
+    nelbo = -float(np.mean(model.elbo(x_test, n_samples=ELBO_SAMPLES, rng=rng)))
+    nll = -float(np.mean(model.log_likelihood(x_test, n_samples=importance_samples, rng=rng)))
+    return nelbo, nll
+
+
+def categorical_from_run(run_dir):
+    """The categorical VAE's test numbers from the ``summary.json`` of a finished ``minivae train`` run.
+
+    Parameters
+    ----------
+    run_dir : str or os.PathLike, the ``--out`` folder of ``minivae train`` on the digits
+
+    Returns
+    -------
+    dict, as in the "categorical_vae" entry of :func:`compare`
+    """
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"train_run {str(run_dir)!r} holds no summary.json; give the --out folder "
+                                f"of a finished `minivae train` run")
+    summary = json.loads(path.read_text())
+    config = summary.get("config", {})
+    if summary.get("data") != "digits" or config.get("likelihood") != "categorical":
+        raise ValueError(f"train_run {str(run_dir)!r} must be a categorical VAE trained on the digits; "
+                         f"its summary.json says data={summary.get('data')!r}, "
+                         f"likelihood={config.get('likelihood')!r}")
+    return {
+        "source": str(path),
+        "latent_dim": config.get("latent_dim"),
+        "hidden": config.get("hidden"),
+        "test_nelbo": summary["test_nelbo"],
+        "test_nll_iw": summary["test_nll"],
+        "importance_samples": summary.get("test_nll_samples"),
+        "epochs": summary.get("epochs"),
+        "train_seconds": summary.get("seconds"),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# The comparison
+# --------------------------------------------------------------------------------------------------
+
+def compare(latent_sizes=DEFAULT_LATENT_SIZES, seed=0, quick=False, linear_steps=None,
+            linear_seconds=LINEAR_SECONDS, train_run=None, nonlinear=True, out=None, log=None):
+    """Everything ``minivae compare`` reports, as a JSON-serialisable dict.
+
+    All numbers are means over examples, in nats per example, with the sign of a loss: ``*_nll`` is
+    -log p(x), ``*_nelbo`` is -ELBO (lower is better for both); ``*_gap`` is KL(q(z|x) || p(z|x)) ≥ 0.
+    Every test NLL and -ELBO also comes in bits per dimension (``*_bits_per_dim``).
+
+    Parameters
+    ----------
+    latent_sizes : sequence of int, the q of pPCA, the linear VAE and the nonlinear Gaussian VAE
+    seed : int; everything random (dequantization, initial weights, minibatches, eps) derives from it
+    quick : bool; tiny settings (a few thousand linear steps, hidden (16,), 3 epochs) that run in
+        seconds, for tests. The numbers are then not meaningful
+    linear_steps : int or None, the linear VAE's planned Adam steps (default LINEAR_STEPS, or
+        QUICK["linear_steps"])
+    linear_seconds : float, the linear VAE's time budget per latent size
+    train_run : str or None, the ``--out`` folder of a finished ``minivae train`` run on the digits,
+        whose summary.json gives the categorical VAE's numbers; None trains the reference model here
+    nonlinear : bool; False skips the nonlinear Gaussian and categorical VAEs (unless train_run)
+    out : str or os.PathLike or None; if given, compare.json and the figures are written there
+    log : callable(str) or None, receives progress messages
+
+    Returns
+    -------
+    dict; see ``format_table`` for a readable view and the README for the keys
+    """
+    import numpy as np
+
+    from . import __version__
+    from .ppca import PPCA, linear_vae_exact
+    from .vae import VAE
+
+    latent_sizes = [_latent_size(q) for q in latent_sizes]
+    log = log or (lambda message: None)
+    start = time.perf_counter()
+    settings = QUICK if quick else dict(linear_steps=LINEAR_STEPS, hidden=REFERENCE_HIDDEN,
+                                        nonlinear_epochs=NONLINEAR_MAX_EPOCHS,
+                                        nonlinear_importance_samples=IMPORTANCE_SAMPLES)
+    linear_steps = settings["linear_steps"] if linear_steps is None else linear_steps
+    integer, x = load_dequantized_digits(seed)
+    n_train, n_test = len(x["train"]), len(x["test"])
+    result = {
+        "minivae_version": __version__,
+        "units": "nats per example; *_nll = -log p(x), *_nelbo = -ELBO, lower is better; "
+                 "*_bits_per_dim = nats / (64 ln 2)",
+        "data": {"name": "digits", "dequantized": True, "seed": seed, "input_dim": INPUT_DIM,
+                 "n_train": n_train, "n_val": len(x["val"]), "n_test": n_test},
+        "settings": {"quick": bool(quick), "latent_sizes": latent_sizes, "linear_steps": linear_steps,
+                     "linear_seconds": linear_seconds, "linear_batch_size": LINEAR_BATCH_SIZE,
+                     "linear_lr": LINEAR_LR, "linear_final_lr": LINEAR_FINAL_LR,
+                     "nonlinear_hidden": list(settings["hidden"]),
+                     "nonlinear_max_epochs": settings["nonlinear_epochs"]},
+        "results": {},
+        "categorical_vae": None,
+    }
+
+    for q in latent_sizes:
+        entry = result["results"][str(q)] = {}
+
+        ppca = PPCA(q).fit(x["train"])
+        entry["ppca"] = {
+            "train_nll": -ppca.max_log_likelihood(),
+            "test_nll": -ppca.mean_log_likelihood(x["test"]),
+            "noise_variance": ppca.noise_variance_,
+        }
+        log(f"q={q}: pPCA train NLL {entry['ppca']['train_nll']:.3f}, test NLL {entry['ppca']['test_nll']:.3f}")
+
+        model = VAE(INPUT_DIM, q, hidden=(), likelihood="gaussian", learn_variance=True, seed=seed,
+                    dtype=np.float64)
+        log(f"q={q}: training the linear VAE ({linear_steps} Adam steps, at most {linear_seconds:g} s)")
+        trace = train_linear_vae(model, x["train"], np.random.default_rng([seed, 1, q]), steps=linear_steps,
+                                 seconds=linear_seconds)
+        train, test = linear_vae_exact(model, x["train"]), linear_vae_exact(model, x["test"])
+        iw = model.log_likelihood(x["test"], n_samples=IMPORTANCE_SAMPLES, rng=np.random.default_rng([seed, 3]))
+        linear = entry["linear_vae"] = {
+            "train_nelbo": -float(np.mean(train.elbo)),
+            "train_nll": -float(np.mean(train.log_px)),
+            "train_gap": float(np.mean(train.gap)),
+            "test_nelbo": -float(np.mean(test.elbo)),
+            "test_nll": -float(np.mean(test.log_px)),
+            "test_gap": float(np.mean(test.gap)),
+            "test_nll_iw": -float(np.mean(iw)),
+            "test_nll_iw_standard_error": float(np.std(iw, ddof=1) / np.sqrt(n_test)),
+            "importance_samples": IMPORTANCE_SAMPLES,
+            "noise_variance": float(np.exp(model.params["decoder.logvar"][0])),
+            "steps": trace["steps"],
+            "epochs": trace["epochs"],
+            "train_seconds": trace["seconds"],
+            "stopped_by_time_budget": trace["stopped_by_time_budget"],
+            "trace": {key: trace[key] for key in ("step", "train_elbo", "train_log_px")},
+        }
+        linear["gap_to_ppca_max"] = linear["train_nelbo"] - entry["ppca"]["train_nll"]
+        log(f"q={q}: linear VAE train -ELBO {linear['train_nelbo']:.3f} ({linear['gap_to_ppca_max']:.3f} above "
+            f"the pPCA minimum) after {linear['steps']} steps in {linear['train_seconds']:.1f} s")
+
+        if nonlinear:
+            variance = float(np.mean(np.var(x["train"], axis=0)))
+            model = VAE(INPUT_DIM, q, hidden=settings["hidden"], likelihood="gaussian", variance=variance,
+                        learn_variance=True, seed=seed)
+            log(f"q={q}: training the Gaussian VAE, hidden {settings['hidden']}")
+            history = _fit_reference(model, x["train"], x["val"], settings["nonlinear_epochs"], seed)
+            nelbo, nll = _evaluate_nonlinear(model, x["test"], settings["nonlinear_importance_samples"], seed)
+            entry["gaussian_vae"] = {
+                "hidden": list(settings["hidden"]),
+                "test_nelbo": nelbo,
+                "test_nll_iw": nll,
+                "importance_samples": settings["nonlinear_importance_samples"],
+                "epochs": history.epochs,
+                "train_seconds": history.seconds,
+            }
+            log(f"q={q}: Gaussian VAE test -ELBO {nelbo:.3f}, NLL {nll:.3f} ({history.epochs} epochs, "
+                f"{history.seconds:.1f} s)")
+        for model_entry in entry.values():
+            _add_bits_per_dim(model_entry)
+
+    if train_run is not None:
+        result["categorical_vae"] = categorical_from_run(train_run)
+    elif nonlinear:
+        latent = REFERENCE_LATENT
+        model = VAE(INPUT_DIM, latent, hidden=settings["hidden"], likelihood="categorical", seed=seed)
+        log(f"training the categorical VAE (latent {latent}, hidden {settings['hidden']}) on the integer digits")
+        history = _fit_reference(model, integer["train"], integer["val"], settings["nonlinear_epochs"], seed)
+        nelbo, nll = _evaluate_nonlinear(model, integer["test"], settings["nonlinear_importance_samples"], seed)
+        result["categorical_vae"] = {"source": "trained by minivae compare", "latent_dim": latent,
+                                     "hidden": list(settings["hidden"]), "test_nelbo": nelbo, "test_nll_iw": nll,
+                                     "importance_samples": settings["nonlinear_importance_samples"],
+                                     "epochs": history.epochs, "train_seconds": history.seconds}
+    if result["categorical_vae"] is not None:
+        _add_bits_per_dim(result["categorical_vae"])
+    result["table"] = table_rows(result)
+    result["seconds"] = time.perf_counter() - start
+    if out is not None:
+        write_outputs(result, out)
+    return result
+
+
+def _latent_size(q):
+    if isinstance(q, bool) or not isinstance(q, int) or not 1 <= q < INPUT_DIM:
+        raise ValueError(f"each latent size must be an int from 1 to {INPUT_DIM - 1}; got {q!r}")
+    return q
+
+
+def _add_bits_per_dim(entry):
+    """Add ``key + "_bits_per_dim"`` beside every test NLL and -ELBO of ``entry``, in place."""
+    for key in [key for key in entry if key.startswith("test_n") and not key.endswith("_error")]:
+        entry[key + "_bits_per_dim"] = bits_per_dim(entry[key])
+
+
+# --------------------------------------------------------------------------------------------------
+# The table, the figures and the files
+# --------------------------------------------------------------------------------------------------
+
+def table_rows(result):
+    """The printed table as a list of dicts with keys latent_dim, model, measure, train_nats,
+    test_nats, test_bits_per_dim (None where a number does not apply)."""
+    rows = []
+
+    def add(q, model, measure, train, test):
+        rows.append({"latent_dim": q, "model": model, "measure": measure, "train_nats": train,
+                     "test_nats": test, "test_bits_per_dim": bits_per_dim(test) if "gap" not in measure else None})
+
+    for q, entry in result["results"].items():
+        q = int(q)
+        ppca, linear = entry["ppca"], entry["linear_vae"]
+        add(q, "pPCA", "-log p(x), exact", ppca["train_nll"], ppca["test_nll"])
+        add(q, "linear VAE", "-ELBO, closed form", linear["train_nelbo"], linear["test_nelbo"])
+        add(q, "linear VAE", "-log p(x), exact", linear["train_nll"], linear["test_nll"])
+        add(q, "linear VAE", "gap KL(q || p(z|x)), exact", linear["train_gap"], linear["test_gap"])
+        add(q, "linear VAE", f"-log p(x), K={linear['importance_samples']}", None, linear["test_nll_iw"])
+        if "gaussian_vae" in entry:
+            gaussian = entry["gaussian_vae"]
+            name = "Gaussian VAE " + "x".join(str(h) for h in gaussian["hidden"])
+            add(q, name, f"-ELBO, {ELBO_SAMPLES} samples", None, gaussian["test_nelbo"])
+            add(q, name, f"-log p(x), K={gaussian['importance_samples']}", None, gaussian["test_nll_iw"])
+    categorical = result.get("categorical_vae")
+    if categorical is not None:
+        name = "categorical VAE"
+        add(categorical["latent_dim"], name, "-ELBO, discrete", None, categorical["test_nelbo"])
+        add(categorical["latent_dim"], name, f"-log P(x), discrete, K={categorical['importance_samples']}",
+            None, categorical["test_nll_iw"])
+    return rows
+
+
+def format_table(result):
+    """The result of :func:`compare` as a plain-text table and a closing note (str)."""
+    def number(value, width, digits):
+        return f"{'':>{width}}" if value is None else f"{value:{width}.{digits}f}"
+
+    header = f"{'q':>3}  {'model':<22} {'measure':<30} {'train nats':>10} {'test nats':>10} {'bits/dim':>8}"
+    lines = ["Digits, dequantized (x + u) for the Gaussian models; nats per example, lower is better.",
+             header, "-" * len(header)]
+    previous = None
+    for row in result["table"]:
+        if previous is not None and row["latent_dim"] != previous:
+            lines.append("")
+        previous = row["latent_dim"]
+        lines.append(f"{row['latent_dim']:>3}  {row['model']:<22} {row['measure']:<30} "
+                     f"{number(row['train_nats'], 10, 3)} {number(row['test_nats'], 10, 3)} "
+                     f"{number(row['test_bits_per_dim'], 8, 4)}")
+    lines.append("")
+    for q, entry in result["results"].items():
+        linear = entry["linear_vae"]
+        budget = " (time budget reached)" if linear["stopped_by_time_budget"] else ""
+        lines.append(f"q={q}: the linear VAE's training -ELBO is {linear['gap_to_ppca_max']:.4f} nats above the "
+                     f"pPCA minimum after {linear['steps']} steps in {linear['train_seconds']:.1f} s{budget}.")
+    lines.append("The categorical NLL is on the integer digits; a dequantized NLL upper-bounds the discrete "
+                 "NLL of the model it induces, so the two compare in the same nats.")
+    return "\n".join(lines)
+
+
+def write_outputs(result, out):
+    """compare.json, compare_curves_q{q}.png for each q and compare_bars.png in the folder ``out``.
+
+    Returns
+    -------
+    list of pathlib.Path, the files written
+    """
+    from . import plots
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for q, entry in result["results"].items():
+        written.append(plot_linear_curves(entry, int(q), out / f"compare_curves_q{q}.png"))
+    names, values = [], []
+    for row in result["table"]:
+        if row["test_bits_per_dim"] is not None:
+            names.append(f"q={row['latent_dim']} {row['model']}: {row['measure']}")
+            values.append(row["test_nats"])
+    plots.plot_bars(names, values, out / "compare_bars.png", ylabel="test nats per example (lower is better)",
+                    title="Test NLL and -ELBO")
+    written.append(out / "compare_bars.png")
+    path = out / "compare.json"
+    path.write_text(json.dumps(result, indent=1))
+    written.append(path)
+    return written
+
+
+def plot_linear_curves(entry, q, path):
+    """The linear VAE's exact training ELBO and log p(x) against steps, under the pPCA maximum.
+
+    Left: the closed-form training ELBO and the exact log p(x) of the VAE's decoder, with the pPCA
+    maximum log-likelihood as a dashed line, zoomed on the last ``CURVE_WINDOW_NATS`` of the
+    approach (ELBO ≤ log p(x) of the decoder ≤ pPCA maximum at every step). Right: how far each is
+    below the maximum, on log axes, with the 0.1-nat target.
+
+    Parameters
+    ----------
+    entry : dict, ``result["results"][str(q)]`` of :func:`compare`
+    q : int
+    path : str or os.PathLike
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import StrMethodFormatter
+
+    from . import plots
+
+    trace = entry["linear_vae"]["trace"]
+    steps = np.asarray(trace["step"], dtype=float)
+    keep = steps > 0                                                # log axes: the initial point is off
+    steps, elbo, log_px = steps[keep], np.asarray(trace["train_elbo"])[keep], np.asarray(trace["train_log_px"])[keep]
+    maximum = -entry["ppca"]["train_nll"]
+
+    fig = Figure(figsize=(11.0, 4.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    left.plot(steps, elbo, color="C0", label="linear VAE: ELBO (closed form)")
+    left.plot(steps, log_px, color="C1", label="linear VAE: exact log p(x) of its decoder")
+    left.axhline(maximum, color="C2", linestyle="--", label=f"pPCA maximum log-likelihood ({maximum:.2f})")
+    final_gap = float(maximum - elbo[-1])
+    left.set_ylim(maximum - max(CURVE_WINDOW_NATS, 3 * final_gap), maximum + 0.15 * CURVE_WINDOW_NATS)
+    left.set_ylabel("training nats per example")
+    left.legend(loc="lower right", fontsize="small")
+
+    right.plot(steps, np.maximum(maximum - elbo, CURVE_LOG_FLOOR), color="C0", label="pPCA maximum - ELBO")
+    right.plot(steps, np.maximum(maximum - log_px, CURVE_LOG_FLOOR), color="C1",
+               label="pPCA maximum - log p(x)")
+    right.axhline(TARGET_NATS, color="0.4", linestyle=":", label=f"{TARGET_NATS:g} nats")
+    right.set_yscale("log")
+    right.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+    right.set_ylabel("nats per example below the pPCA maximum")
+    right.legend(loc="lower left", fontsize="small")
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+        ax.set_xlabel("Adam steps")
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(f"Linear VAE, q={q}, dequantized digits: the ELBO, trained by reparameterized gradients, "
+                 f"climbs to the pPCA maximum", fontsize="medium")
+    return plots.save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------
+
+def add_parser(subcommands):
+    """Add the ``compare`` subcommand to the ``argparse`` subparsers of :mod:`minivae.cli`."""
+    parser = subcommands.add_parser(
+        "compare", help="pPCA vs linear, nonlinear and categorical VAEs on the digits, in the same nats",
+        description="For each latent size: pPCA's exact log-likelihood, a linear VAE's closed-form ELBO, "
+                    "exact log p(x), gap and K=512 estimate, a nonlinear Gaussian VAE's ELBO and K=512 "
+                    "estimate, and the categorical VAE's test NLL, in nats per example and bits per "
+                    "dimension. The Gaussian models see the dequantized digits x + u, u ~ U[0, 1).")
+    parser.add_argument("--latent", default=",".join(str(q) for q in DEFAULT_LATENT_SIZES),
+                        help="latent sizes, comma separated (default 2,16)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=DEFAULT_OUT,
+                        help=f"folder for compare.json and the figures (default {DEFAULT_OUT})")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON, and nothing else, "
+                                                            "on stdout")
+    parser.add_argument("--quick", action="store_true", help="tiny settings that run in seconds (for tests)")
+    parser.add_argument("--linear-seconds", type=float, default=LINEAR_SECONDS,
+                        help=f"time budget of each linear VAE (default {LINEAR_SECONDS:g})")
+    parser.add_argument("--linear-steps", type=int,
+                        help=f"planned Adam steps of each linear VAE (default {LINEAR_STEPS})")
+    parser.add_argument("--train-run", metavar="DIR",
+                        help="reuse a finished `minivae train` run (its summary.json) for the categorical "
+                             "VAE instead of training it here")
+    parser.add_argument("--no-nonlinear", action="store_true",
+                        help="skip the nonlinear Gaussian VAE and (without --train-run) the categorical VAE")
+    parser.add_argument("--no-figures", action="store_true", help="write compare.json only")
+    parser.add_argument("--quiet", action="store_true", help="no progress messages (they go to stderr)")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def parse_latent_sizes(text):
+    """``"2,16"`` -> [2, 16], or a ValueError naming --latent."""
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--latent must be comma-separated integers such as 2,16; got {text!r}") from None
+    if not sizes:
+        raise ValueError(f"--latent must name at least one latent size; got {text!r}")
+    return sizes
+
+
+def run(args):
+    """``minivae compare``: compute, write the files, print the table (or the JSON)."""
+    def log(message):
+        if not args.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    if not (args.linear_seconds > 0):
+        raise ValueError(f"--linear-seconds must be positive; got {args.linear_seconds}")
+    result = compare(parse_latent_sizes(args.latent), seed=args.seed, quick=args.quick,
+                     linear_steps=args.linear_steps, linear_seconds=args.linear_seconds,
+                     train_run=args.train_run, nonlinear=not args.no_nonlinear, out=None, log=log)
+    out = Path(args.out)
+    if args.no_figures:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "compare.json").write_text(json.dumps(result, indent=1))
+        written = [out / "compare.json"]
+    else:
+        written = write_outputs(result, out)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(format_table(result))
+        print(f"wrote {', '.join(str(path) for path in written)} ({result['seconds']:.0f} s in all)")
+    return 0
