@@ -75,6 +75,9 @@ def build_parser():
 
     from . import notebooks
     notebooks.add_parser(subcommands)
+
+    from . import bench
+    bench.add_parser(subcommands)
     return parser
 
 

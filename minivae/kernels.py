@@ -9,7 +9,8 @@ kernel computes the same numbers, only in fewer passes over memory.
 
 What is here
 ------------
-The products a linear layer ``y = x @ W + b`` needs, from one blocked, register-tiled routine:
+The products a linear layer ``y = x @ W + b`` needs, from one blocked, register-tiled routine
+written with explicit SIMD vectors (see "Matrix products" below):
 
 * :func:`matmul`     ``x @ W``      (forward)
 * :func:`matmul_nt`  ``g @ W.T``    (backward to the input)
@@ -19,8 +20,10 @@ Fused kernels (one pass where NumPy needs several):
 
 * :func:`dense_forward` / :func:`dense_backward`  ``a = act(x @ W + b)`` and its gradients
 * :func:`categorical_loglik_and_grad`  log-softmax likelihood of integer pixels and dL/dlogits
+  (:func:`categorical_loglik`: the likelihood alone, for evaluation)
 * :func:`reparameterize_kl` / :func:`reparameterize_kl_backward`  ``z = mu + std * eps``, KL term
 * :func:`sgd_update`, :func:`adam_update`, :func:`adamax_update`  optimizer steps in place
+* :func:`ema_update`  a moving average of the parameters (Polyak averaging) in place
 
 Compilation is lazy: the first call with a new dtype compiles (seconds), and ``cache=True`` keeps
 the machine code on disk for the next process. Every kernel accepts float32 and float64; all
@@ -32,52 +35,45 @@ import math
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
 
 # --------------------------------------------------------------------------------------------------
 # Matrix products
 # --------------------------------------------------------------------------------------------------
 #
-# All three products are one routine, C (+)= op(A) @ op(B), where op(A) is ``a`` or ``a.T`` and
-# op(B) is ``b`` or ``b.T`` (the ``transa``/``transb`` flags of BLAS). It is organised like
-# GotoBLAS/BLIS, with twists that suit a compiler we can only steer from Python:
+# All three products compute C (+)= op(A) @ op(B), where op(A) is ``a`` or ``a.T`` and op(B) is
+# ``b`` or ``b.T`` (the ``transa``/``transb`` flags of BLAS), with one routine organised like the
+# micro-kernels of GotoBLAS/BLIS ("broadcast form"):
 #
-# * Micro-kernel: a 4 x 4 tile of C is sixteen *dot products* held in sixteen local scalars. The
-#   loop over k runs along a row of op(A) and a column of op(B), both contiguous in memory, so LLVM
-#   turns it into SIMD loads and fused multiply-adds with sixteen vector accumulators (it may
-#   reorder the sum: see _GEMM_FASTMATH). Per step it loads 8 vectors and does 16 FMAs, which keeps
-#   the FMA units busy. A BLAS micro-kernel instead keeps a tile of C in vector registers and
-#   broadcasts elements of A; numba has no vector type, and a small local array is not promoted to
-#   registers, so the dot-product form is the one LLVM compiles well from plain Python loops.
-# * Its weak spot is a short k: each dot product ends with a sum across SIMD lanes. For short k and
-#   long rows of C (``x.T @ g`` over a batch of 64, a layer with 16 inputs) an outer-product form
-#   runs instead: 4 x 4 elements of op(A) in scalars, and a SIMD loop along a row of C.
-# * Packing: the dot-product form needs rows of op(A) and columns of op(B) contiguous. Those that
-#   are not (op(B) = W in ``x @ W``; both operands of ``x.T @ g``) are transposed block by block
-#   into a small buffer first ("packing"): O(size of the operand) work against O(M N K) for the
-#   product. Operands that already have the right layout are read in place.
-# * Blocking over k: the sum over k is cut into blocks of ``kc`` so that a 4-row panel of A and a
-#   4-column panel of B (4 * kc elements each, 8 KiB) sit in the L1 cache while they are used, and a
-#   block of ``mc`` rows of A (mc * kc elements, 512 KiB) stays in the L2 cache while all column
-#   panels of B stream past it.
+# * Micro-kernel: an 8 x 2v tile of C (v = SIMD lanes: 16 float32 or 8 float64 with AVX-512) lives
+#   in sixteen vector registers for a whole k-block. Each step p loads two vectors of row p of
+#   op(B), broadcasts the 8 numbers of column p of op(A) and does sixteen fused multiply-adds:
+#   16 FMAs for 10 loads, and no sum across SIMD lanes at the end. numba has no vector type, and
+#   LLVM does not keep a tile of C in registers when it is written as plain loops (a small array
+#   lives in memory; sixteen scalar dot products, the other classic form, each end with a sum
+#   across lanes that costs as much as the products when k is 64). So the vectors are spelled
+#   out: a numba type for an LLVM vector and five one-line intrinsics (load, store, broadcast,
+#   zero, fma); see :class:`_Vector`.
+# * Operands in place: the form needs the rows of op(B) contiguous, which they are in ``x @ W``
+#   and ``x.T @ g``; the 8 numbers of column p of op(A) are 8 scalar loads, and each row of ``a``
+#   (or of ``a.T``, one row of ``a``) is read with unit stride as p advances. BLAS copies B into
+#   contiguous panels first ("packing"); with a batch of 64 rows that copy measured slower than
+#   reading W in place. ``g @ W.T`` transposes the smaller side first: W when it is small, else
+#   g (the batch) and computes C.T = W @ g.T, then transposes C.T (a few percent of the product).
+# * Blocking over k: the sum over k is cut into blocks so that the k x 2v panel of op(B) that the
+#   tiles of one column panel share stays in the L1 cache while they use it; and over rows, so
+#   that a block of op(A) stays in the L2 cache while the column panels stream past it.
 # * Threads: the columns of C are split into one chunk per thread; each thread runs the serial
-#   routine on its chunk (packing its own panels), so threads never write the same memory.
-
-# Reassociation lets LLVM split each dot product over SIMD lanes (a different summation order than
-# the textbook loop, as in any BLAS); contraction lets it fuse a*b + c into one FMA (one rounding
-# instead of two). The rest of fastmath (no-NaN/no-inf assumptions) stays off: NaN and inf
-# propagate.
-_GEMM_FASTMATH = {"reassoc", "contract"}
+#   routine on its chunk, so threads never write the same memory.
 
 # Blocking parameters, tuned on an AMD Zen 5 (48 KiB L1d, 1 MiB L2 per core). They are read at each
 # call and passed to the kernels as plain arguments: the tests shrink them to cross every block
 # boundary on tiny shapes without compiling anything new.
-GEMM_KC_BYTES = 2048  # a k-block spans 2 KiB of a row: kc = 512 in float32, 256 in float64
-GEMM_MC = 256  # rows of A per block: 256 * 2 KiB = 512 KiB, half the L2 cache
-GEMM_NB_BYTES = 8192  # outer-product form: a 4 x nb block of C (<= 32 KiB) stays in L1
-GEMM_K_OUTER = 64  # the outer-product form is used when k <= GEMM_K_OUTER ...
-GEMM_N_OUTER = 128  # ... and the columns (per thread) number at least GEMM_N_OUTER
+GEMM_B_PANEL_BYTES = 32768  # a k x 2v panel of op(B) (128 bytes a row) of <= 32 KiB stays in L1: kc = 256
+GEMM_MC = 256  # rows of op(A) per block: 256 x 256 x 4 bytes = 256 KiB (512 KiB in float64), in L2
 # Threads. Products of at least GEMM_PARALLEL_MIN_FLOPS flops (2 M N K) run on GEMM_THREADS threads
 # (None: numba.get_num_threads()). The default is one thread: on the 2-core machine this was tuned
 # on, whose cores were busy with other work, every parallel region waited ~12 ms for a descheduled
@@ -86,112 +82,137 @@ GEMM_THREADS = 1
 GEMM_PARALLEL_MIN_FLOPS = 4_000_000  # thread launch costs ~10 us: not worth it below this
 
 
-@njit(cache=True, fastmath=_GEMM_FASTMATH)
-def _micro_4x4(a_rows, ia, ka, b_rows, jb, kb, kn, c, ci, cj, overwrite):
-    """C[ci:ci+4, cj:cj+4] (+)= a_rows[ia:ia+4, ka:ka+kn] @ b_rows[jb:jb+4, kb:kb+kn].T.
-
-    Sixteen dot products of length kn, the 4 x 4 register tile. Both row arrays are C-contiguous, so
-    the loop over p reads eight unit-stride streams.
-    """
-    # Slicing first lets the loop index p start at 0: numba then knows it is never negative and
-    # emits plain loads (no wraparound test), which LLVM can vectorise.
-    a0 = a_rows[ia, ka:ka + kn]
-    a1 = a_rows[ia + 1, ka:ka + kn]
-    a2 = a_rows[ia + 2, ka:ka + kn]
-    a3 = a_rows[ia + 3, ka:ka + kn]
-    b0 = b_rows[jb, kb:kb + kn]
-    b1 = b_rows[jb + 1, kb:kb + kn]
-    b2 = b_rows[jb + 2, kb:kb + kn]
-    b3 = b_rows[jb + 3, kb:kb + kn]
-    zero = c.dtype.type(0.0)  # typed zero: a bare 0.0 would make float32 accumulators float64
-    c00 = c01 = c02 = c03 = zero
-    c10 = c11 = c12 = c13 = zero
-    c20 = c21 = c22 = c23 = zero
-    c30 = c31 = c32 = c33 = zero
-    for p in range(kn):
-        x0 = a0[p]
-        x1 = a1[p]
-        x2 = a2[p]
-        x3 = a3[p]
-        y0 = b0[p]
-        y1 = b1[p]
-        y2 = b2[p]
-        y3 = b3[p]
-        c00 += x0 * y0
-        c01 += x0 * y1
-        c02 += x0 * y2
-        c03 += x0 * y3
-        c10 += x1 * y0
-        c11 += x1 * y1
-        c12 += x1 * y2
-        c13 += x1 * y3
-        c20 += x2 * y0
-        c21 += x2 * y1
-        c22 += x2 * y2
-        c23 += x2 * y3
-        c30 += x3 * y0
-        c31 += x3 * y1
-        c32 += x3 * y2
-        c33 += x3 * y3
-    r0 = c[ci]
-    r1 = c[ci + 1]
-    r2 = c[ci + 2]
-    r3 = c[ci + 3]
-    if not overwrite:
-        c00 += r0[cj]
-        c01 += r0[cj + 1]
-        c02 += r0[cj + 2]
-        c03 += r0[cj + 3]
-        c10 += r1[cj]
-        c11 += r1[cj + 1]
-        c12 += r1[cj + 2]
-        c13 += r1[cj + 3]
-        c20 += r2[cj]
-        c21 += r2[cj + 1]
-        c22 += r2[cj + 2]
-        c23 += r2[cj + 3]
-        c30 += r3[cj]
-        c31 += r3[cj + 1]
-        c32 += r3[cj + 2]
-        c33 += r3[cj + 3]
-    r0[cj] = c00
-    r0[cj + 1] = c01
-    r0[cj + 2] = c02
-    r0[cj + 3] = c03
-    r1[cj] = c10
-    r1[cj + 1] = c11
-    r1[cj + 2] = c12
-    r1[cj + 3] = c13
-    r2[cj] = c20
-    r2[cj + 1] = c21
-    r2[cj + 2] = c22
-    r2[cj + 3] = c23
-    r3[cj] = c30
-    r3[cj + 1] = c31
-    r3[cj + 2] = c32
-    r3[cj + 3] = c33
+def _host_vector_bytes():
+    """Width of the SIMD registers LLVM will use: 64 bytes with AVX-512, else 32 (AVX2, or two
+    16-byte NEON/SSE registers per vector, which LLVM splits for us)."""
+    try:
+        import llvmlite.binding as llvm
+        return 64 if llvm.get_host_cpu_features().get("avx512f", False) else 32
+    except Exception:  # feature detection is not available on every platform
+        return 32
 
 
-@njit(cache=True, fastmath=_GEMM_FASTMATH)
-def _edge_tile(a_rows, ia, ka, mi, b_rows, jb, kb, nj, kn, c, ci, cj, overwrite):
-    """The same product for a ragged tile of mi x nj (< 4 x 4) at the border of C, dot by dot."""
-    zero = c.dtype.type(0.0)
-    for i in range(mi):
-        a = a_rows[ia + i, ka:ka + kn]
-        for j in range(nj):
-            b = b_rows[jb + j, kb:kb + kn]
-            s = zero
-            for p in range(kn):
-                s += a[p] * b[p]
-            if overwrite:
-                c[ci + i, cj + j] = s
-            else:
-                c[ci + i, cj + j] += s
+VECTOR_BYTES = _host_vector_bytes()
+_TILE_ROWS = 8  # rows of the broadcast micro-kernel's tile of C (8 x 2 vectors: 16 registers)
+
+
+# --------------------------------------------------------------------------------------------------
+# SIMD vectors for the micro-kernel
+# --------------------------------------------------------------------------------------------------
+#
+# A numba ``@intrinsic`` is a function whose body is LLVM code written at compile time; each one
+# here emits one or two LLVM instructions on the vector type ``<v x float>`` (or ``double``), which
+# LLVM maps to one SIMD register and one instruction (vmovups, vbroadcastss, vfmadd231ps). The
+# micro-kernel below is then ordinary numba code on sixteen such values.
+
+class _Vector(types.Type):
+    """A numba type for an LLVM vector ``<lanes x float>``: what one SIMD register holds."""
+
+    def __init__(self, dtype, lanes):
+        self.dtype, self.lanes = dtype, lanes
+        super().__init__(name=f"Vector({dtype}, {lanes})")
+
+
+@register_model(_Vector)
+class _VectorModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        element = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.VectorType(element, fe_type.lanes))
+
+
+def _vector_type(dtype):
+    return _Vector(dtype, VECTOR_BYTES * 8 // dtype.bitwidth)
+
+
+def _element_pointer(context, builder, signature, args):
+    """Pointer to element i of a C-contiguous array counted in memory order (arr.flat[i])."""
+    array = context.make_array(signature.args[0])(context, builder, args[0])
+    index = context.cast(builder, args[1], signature.args[1], types.intp)
+    return builder.gep(array.data, [index])
+
+
+@intrinsic
+def _vlanes(typingctx, arr):
+    """The number of lanes of a vector of arr's dtype, as a constant."""
+    lanes = _vector_type(arr.dtype).lanes
+
+    def codegen(context, builder, signature, args):
+        return context.get_constant(types.intp, lanes)
+
+    return types.intp(arr), codegen
+
+
+@intrinsic
+def _vload(typingctx, arr, i):
+    """The vector arr.flat[i:i + lanes] (arr C-contiguous; no alignment needed)."""
+    vector = _vector_type(arr.dtype)
+
+    def codegen(context, builder, signature, args):
+        pointer = _element_pointer(context, builder, signature, args)
+        pointer = builder.bitcast(pointer, context.get_value_type(vector).as_pointer())
+        return builder.load(pointer, align=arr.dtype.bitwidth // 8)
+
+    return vector(arr, i), codegen
+
+
+@intrinsic
+def _vstore(typingctx, arr, i, value):
+    """arr.flat[i:i + lanes] = value."""
+    def codegen(context, builder, signature, args):
+        pointer = _element_pointer(context, builder, signature, args)
+        pointer = builder.bitcast(pointer, context.get_value_type(signature.args[2]).as_pointer())
+        builder.store(args[2], pointer, align=arr.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.none(arr, i, value), codegen
+
+
+@intrinsic
+def _vsplat(typingctx, arr, i):
+    """A vector whose every lane is arr.flat[i] (one broadcast load)."""
+    vector = _vector_type(arr.dtype)
+
+    def codegen(context, builder, signature, args):
+        x = builder.load(_element_pointer(context, builder, signature, args))
+        vector_ir = context.get_value_type(vector)
+        undefined = ir.Constant(vector_ir, ir.Undefined)
+        first = builder.insert_element(undefined, x, ir.Constant(ir.IntType(32), 0))
+        zeros = ir.Constant(ir.VectorType(ir.IntType(32), vector.lanes), [0] * vector.lanes)
+        return builder.shuffle_vector(first, undefined, zeros)
+
+    return vector(arr, i), codegen
+
+
+@intrinsic
+def _vzero(typingctx, arr):
+    """A vector of zeros of arr's dtype."""
+    vector = _vector_type(arr.dtype)
+
+    def codegen(context, builder, signature, args):
+        return ir.Constant(context.get_value_type(vector), None)
+
+    return vector(arr), codegen
+
+
+@intrinsic
+def _vfma(typingctx, x, y, z):
+    """x * y + z lane by lane, one rounding (LLVM's fma, a single instruction with FMA units)."""
+    if not isinstance(x, _Vector) or y != x or z != x:
+        return None
+
+    def codegen(context, builder, signature, args):
+        vector_ir = context.get_value_type(x)
+        name = f"llvm.fma.v{x.lanes}f{x.dtype.bitwidth}"
+        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector_ir, [vector_ir] * 3),
+                                                  name)
+        return builder.call(function, args)
+
+    return x(x, y, z), codegen
 
 
 @njit(cache=True)
 def _transpose_block(src, r0, nr, c0, nc, dst):
-    """dst[:nc, :nr] = src[r0:r0+nr, c0:c0+nc].T  (packing).
+    """dst[:nc, :nr] = src[r0:r0+nr, c0:c0+nc].T  (the transposes of ``g @ W.T``).
 
     Eight rows of src at a time: eight unit-stride read streams, and each row of dst receives eight
     consecutive elements (32 or 64 bytes) per visit. This measured 3-4x faster than 16 x 16 tiles
@@ -225,162 +246,130 @@ def _transpose_block(src, r0, nr, c0, nc, dst):
 
 
 @njit(cache=True)
-def _gemm_dot(a, a_trans, b, b_trans, c, accumulate, j_begin, j_end, kc, mc):
-    """Columns j_begin:j_end of C (+)= op(A) @ op(B), on one thread, in the dot-product form.
+def _micro_8xv2(a, ia, a_row_step, a_k_step, b, ib, ldb, kn, c, ic, ldc, load_c):
+    """C[8 rows, 2 vectors] (+)= op(A)[8 rows, kn] @ op(B)[kn, 2 vectors], the tile in registers.
 
-    a : (M, K) C-contiguous, or (K, M) if a_trans;  b : (K, N), or (N, K) if b_trans;  c : (M, N).
-    Loop order, outermost first: k-blocks (pc), row blocks of A (ic), 4-column panels of B (jr),
-    4-row panels of A (ir), then the micro-kernel's loop over k. A panel of B is reused for all the
-    row panels of a block; the block of A is reused for all the column panels.
+    Flat offsets into C-contiguous arrays: op(A)[r, p] is a.flat[ia + r a_row_step + p a_k_step],
+    op(B)[p, :] starts at b.flat[ib + p ldb], and row r of the tile of C at c.flat[ic + r ldc].
+    With load_c the tile starts from C (adding to it), otherwise from zero.
     """
-    M = c.shape[0]
-    K = a.shape[0] if a_trans else a.shape[1]
-    nj_total = j_end - j_begin
-    # Balance the k-blocks (K = 1088 with kc = 512 gives 3 blocks of ~363, not 512, 512, 64: a short
-    # block pays the final sums over SIMD lanes for few multiply-adds), rounded up to 16 elements.
+    v = _vlanes(c)
+    r1, r2, r3 = a_row_step, 2 * a_row_step, 3 * a_row_step
+    r4, r5, r6, r7 = 4 * a_row_step, 5 * a_row_step, 6 * a_row_step, 7 * a_row_step
+    if load_c:
+        c00, c01 = _vload(c, ic), _vload(c, ic + v)
+        c10, c11 = _vload(c, ic + ldc), _vload(c, ic + ldc + v)
+        c20, c21 = _vload(c, ic + 2 * ldc), _vload(c, ic + 2 * ldc + v)
+        c30, c31 = _vload(c, ic + 3 * ldc), _vload(c, ic + 3 * ldc + v)
+        c40, c41 = _vload(c, ic + 4 * ldc), _vload(c, ic + 4 * ldc + v)
+        c50, c51 = _vload(c, ic + 5 * ldc), _vload(c, ic + 5 * ldc + v)
+        c60, c61 = _vload(c, ic + 6 * ldc), _vload(c, ic + 6 * ldc + v)
+        c70, c71 = _vload(c, ic + 7 * ldc), _vload(c, ic + 7 * ldc + v)
+    else:
+        zero = _vzero(c)
+        c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = zero
+        c40 = c41 = c50 = c51 = c60 = c61 = c70 = c71 = zero
+    for _ in range(kn):
+        y0 = _vload(b, ib)
+        y1 = _vload(b, ib + v)
+        x = _vsplat(a, ia)
+        c00, c01 = _vfma(x, y0, c00), _vfma(x, y1, c01)
+        x = _vsplat(a, ia + r1)
+        c10, c11 = _vfma(x, y0, c10), _vfma(x, y1, c11)
+        x = _vsplat(a, ia + r2)
+        c20, c21 = _vfma(x, y0, c20), _vfma(x, y1, c21)
+        x = _vsplat(a, ia + r3)
+        c30, c31 = _vfma(x, y0, c30), _vfma(x, y1, c31)
+        x = _vsplat(a, ia + r4)
+        c40, c41 = _vfma(x, y0, c40), _vfma(x, y1, c41)
+        x = _vsplat(a, ia + r5)
+        c50, c51 = _vfma(x, y0, c50), _vfma(x, y1, c51)
+        x = _vsplat(a, ia + r6)
+        c60, c61 = _vfma(x, y0, c60), _vfma(x, y1, c61)
+        x = _vsplat(a, ia + r7)
+        c70, c71 = _vfma(x, y0, c70), _vfma(x, y1, c71)
+        ia += a_k_step
+        ib += ldb
+    _vstore(c, ic, c00)
+    _vstore(c, ic + v, c01)
+    _vstore(c, ic + ldc, c10)
+    _vstore(c, ic + ldc + v, c11)
+    _vstore(c, ic + 2 * ldc, c20)
+    _vstore(c, ic + 2 * ldc + v, c21)
+    _vstore(c, ic + 3 * ldc, c30)
+    _vstore(c, ic + 3 * ldc + v, c31)
+    _vstore(c, ic + 4 * ldc, c40)
+    _vstore(c, ic + 4 * ldc + v, c41)
+    _vstore(c, ic + 5 * ldc, c50)
+    _vstore(c, ic + 5 * ldc + v, c51)
+    _vstore(c, ic + 6 * ldc, c60)
+    _vstore(c, ic + 6 * ldc + v, c61)
+    _vstore(c, ic + 7 * ldc, c70)
+    _vstore(c, ic + 7 * ldc + v, c71)
+
+
+@njit(cache=True, fastmath={"contract"})
+def _broadcast_edge(a_flat, a_row_step, a_k_step, b, c, m_tiles, j_begin, j_tiles, j_end, p_begin, kn,
+                    load_c):
+    """The ragged border of C that whole tiles do not cover: columns j_tiles:j_end of rows
+    0:m_tiles, and columns j_begin:j_end of the rows after m_tiles. C (+)= op(A) @ b there over
+    the k-block p_begin:p_begin+kn, one row of C at a time, the loop over columns innermost."""
+    for i in range(c.shape[0]):
+        j0 = j_tiles if i < m_tiles else j_begin
+        row = c[i, j0:j_end]
+        if not load_c:
+            for j in range(j_end - j0):
+                row[j] = 0
+        for p in range(p_begin, p_begin + kn):
+            x = a_flat[i * a_row_step + p * a_k_step]
+            b_row = b[p, j0:j_end]
+            for j in range(j_end - j0):
+                row[j] += x * b_row[j]
+
+
+@njit(cache=True)
+def _gemm_broadcast(a, a_trans, b, c, accumulate, j_begin, j_end, kc, mc):
+    """Columns j_begin:j_end of C (+)= op(A) @ b, on one thread, in the broadcast form.
+
+    a : (M, K) C-contiguous, or (K, M) if a_trans;  b : (K, N) C-contiguous;  c : (M, N).
+    Loop order, outermost first: k-blocks of kc (pc), row blocks of mc (ic), column panels of 2v
+    (jr), 8-row tiles (ir), then the micro-kernel's loop over k. The k x 2v panel of b is reused by
+    every tile of its column panel from L1; the mc x kc block of op(A) is reused from L2.
+    """
+    M, N = c.shape
+    K = b.shape[0]
+    a_flat = a.reshape(-1)
+    # op(A)[i, p] = a_flat[i * a_row_step + p * a_k_step]
+    a_row_step, a_k_step = (1, M) if a_trans else (K, 1)
+    width = 2 * _vlanes(c)
     n_kblocks = (K + kc - 1) // kc
-    kc = min(K, ((K + n_kblocks - 1) // n_kblocks + 15) // 16 * 16)
-    mc = min(mc, M)
-    # Packing buffers: rows of op(A) and columns of op(B), each contiguous along k, sized to the
-    # block actually used (rows padded to a longer kc measured up to 1.5x slower).
-    a_pack = np.empty((mc if a_trans else 0, kc), c.dtype)
-    b_pack = np.empty((nj_total if not b_trans else 0, kc), c.dtype)
+    kc = (K + n_kblocks - 1) // n_kblocks  # balanced k-blocks
+    mc = max(_TILE_ROWS, mc // _TILE_ROWS * _TILE_ROWS)
+    m_tiles = M // _TILE_ROWS * _TILE_ROWS  # rows covered by whole tiles
+    j_tiles = j_begin + (j_end - j_begin) // width * width  # columns covered by whole tiles
     for pc in range(0, K, kc):
         kn = min(kc, K - pc)
-        overwrite = pc == 0 and not accumulate
-        if b_trans:  # op(B) = b.T: its columns are the rows of b, already contiguous
-            b_rows, b_shift, kb = b, 0, pc
-        else:  # op(B) = b: copy b[pc:pc+kn, j_begin:j_end] transposed
-            _transpose_block(b, pc, kn, j_begin, nj_total, b_pack)
-            b_rows, b_shift, kb = b_pack, j_begin, 0
-        for ic in range(0, M, mc):
-            mn = min(mc, M - ic)
-            if a_trans:  # op(A) = a.T: copy a[pc:pc+kn, ic:ic+mn] transposed
-                _transpose_block(a, pc, kn, ic, mn, a_pack)
-                a_rows, a_shift, ka = a_pack, ic, 0
-            else:
-                a_rows, a_shift, ka = a, 0, pc
-            for jr in range(j_begin, j_end, 4):
-                nj = min(4, j_end - jr)
-                for ir in range(ic, ic + mn, 4):
-                    mi = min(4, ic + mn - ir)
-                    if mi == 4 and nj == 4:
-                        _micro_4x4(a_rows, ir - a_shift, ka, b_rows, jr - b_shift, kb, kn,
-                                   c, ir, jr, overwrite)
-                    else:
-                        _edge_tile(a_rows, ir - a_shift, ka, mi, b_rows, jr - b_shift, kb, nj, kn,
-                                   c, ir, jr, overwrite)
-
-
-@njit(cache=True)
-def _op_elem(a, trans, i, p):
-    """op(A)[i, p]: the element of ``a`` or of ``a.T``."""
-    return a[p, i] if trans else a[i, p]
-
-
-@njit(cache=True, fastmath={"contract"})
-def _outer_4x4(a, a_trans, i0, p0, b_rows, bj, c, cj, n):
-    """C[i0:i0+4, cj:cj+n] += op(A)[i0:i0+4, p0:p0+4] @ b_rows[p0:p0+4, bj:bj+n]  (outer product).
-
-    The 4 x 4 block of op(A) sits in sixteen scalars (broadcast to vector registers); the loop over
-    j streams four rows of B and four rows of C with unit stride, and each element of C takes four
-    multiply-adds per load and store. Only contraction is needed here: no sum is reordered.
-    """
-    a00 = _op_elem(a, a_trans, i0, p0)
-    a01 = _op_elem(a, a_trans, i0, p0 + 1)
-    a02 = _op_elem(a, a_trans, i0, p0 + 2)
-    a03 = _op_elem(a, a_trans, i0, p0 + 3)
-    a10 = _op_elem(a, a_trans, i0 + 1, p0)
-    a11 = _op_elem(a, a_trans, i0 + 1, p0 + 1)
-    a12 = _op_elem(a, a_trans, i0 + 1, p0 + 2)
-    a13 = _op_elem(a, a_trans, i0 + 1, p0 + 3)
-    a20 = _op_elem(a, a_trans, i0 + 2, p0)
-    a21 = _op_elem(a, a_trans, i0 + 2, p0 + 1)
-    a22 = _op_elem(a, a_trans, i0 + 2, p0 + 2)
-    a23 = _op_elem(a, a_trans, i0 + 2, p0 + 3)
-    a30 = _op_elem(a, a_trans, i0 + 3, p0)
-    a31 = _op_elem(a, a_trans, i0 + 3, p0 + 1)
-    a32 = _op_elem(a, a_trans, i0 + 3, p0 + 2)
-    a33 = _op_elem(a, a_trans, i0 + 3, p0 + 3)
-    b0 = b_rows[p0, bj:bj + n]
-    b1 = b_rows[p0 + 1, bj:bj + n]
-    b2 = b_rows[p0 + 2, bj:bj + n]
-    b3 = b_rows[p0 + 3, bj:bj + n]
-    c0 = c[i0, cj:cj + n]
-    c1 = c[i0 + 1, cj:cj + n]
-    c2 = c[i0 + 2, cj:cj + n]
-    c3 = c[i0 + 3, cj:cj + n]
-    for j in range(n):
-        y0 = b0[j]
-        y1 = b1[j]
-        y2 = b2[j]
-        y3 = b3[j]
-        # Written as one chain starting from c so that it compiles to four FMAs.
-        c0[j] = c0[j] + a00 * y0 + a01 * y1 + a02 * y2 + a03 * y3
-        c1[j] = c1[j] + a10 * y0 + a11 * y1 + a12 * y2 + a13 * y3
-        c2[j] = c2[j] + a20 * y0 + a21 * y1 + a22 * y2 + a23 * y3
-        c3[j] = c3[j] + a30 * y0 + a31 * y1 + a32 * y2 + a33 * y3
-
-
-@njit(cache=True, fastmath={"contract"})
-def _outer_edge(a, a_trans, i0, mi, p0, kn, b_rows, bj, c, cj, n):
-    """The same update for a ragged block of mi rows and kn steps of k (mi < 4 or kn < 4)."""
-    for i in range(mi):
-        ci = c[i0 + i, cj:cj + n]
-        for q in range(kn):
-            aiq = _op_elem(a, a_trans, i0 + i, p0 + q)
-            bq = b_rows[p0 + q, bj:bj + n]
-            for j in range(n):
-                ci[j] += aiq * bq[j]
-
-
-@njit(cache=True)
-def _gemm_outer(a, a_trans, b, b_trans, c, accumulate, j_begin, j_end, nb):
-    """Columns j_begin:j_end of C (+)= op(A) @ op(B), on one thread, in the outer-product form.
-
-    For short k (the batch in ``x.T @ g``, a narrow layer in ``x @ W``) where dot products are too
-    short to amortise their final sums over SIMD lanes. Needs rows of op(B) contiguous: when op(B)
-    is ``b.T`` it is packed first. Loop order: column blocks of nb (a 4 x nb block of C stays in L1
-    and a k x nb block of B in L2), 4-row panels of C, steps of 4 along k.
-    """
-    M = c.shape[0]
-    K = a.shape[0] if a_trans else a.shape[1]
-    n_jblocks = (j_end - j_begin + nb - 1) // nb
-    nb = (j_end - j_begin + n_jblocks - 1) // n_jblocks  # balanced column blocks
-    if b_trans:  # op(B) = b.T with b (N, K): pack rows of op(B) for our columns
-        b_rows = np.empty((K, j_end - j_begin), c.dtype)
-        _transpose_block(b, j_begin, j_end - j_begin, 0, K, b_rows)
-        b_shift = j_begin
-    else:
-        b_rows = b
-        b_shift = 0
-    for jb in range(j_begin, j_end, nb):
-        je = min(jb + nb, j_end)
-        if not accumulate:
-            for i in range(M):
-                c[i, jb:je] = 0
-        for ic in range(0, M, 4):
-            mi = min(4, M - ic)
-            for pc in range(0, K, 4):
-                kn = min(4, K - pc)
-                if mi == 4 and kn == 4:
-                    _outer_4x4(a, a_trans, ic, pc, b_rows, jb - b_shift, c, jb, je - jb)
-                else:
-                    _outer_edge(a, a_trans, ic, mi, pc, kn, b_rows, jb - b_shift, c, jb, je - jb)
+        load_c = accumulate or pc > 0
+        for ic in range(0, m_tiles, mc):
+            for jr in range(j_begin, j_tiles, width):
+                for ir in range(ic, min(ic + mc, m_tiles), _TILE_ROWS):
+                    _micro_8xv2(a_flat, ir * a_row_step + pc * a_k_step, a_row_step, a_k_step,
+                                b, pc * N + jr, N, kn, c, ir * N + jr, N, load_c)
+        _broadcast_edge(a_flat, a_row_step, a_k_step, b, c, m_tiles, j_begin, j_tiles, j_end, pc, kn,
+                        load_c)
 
 
 @njit(cache=True, parallel=True)
-def _gemm_parallel(a, a_trans, b, b_trans, c, accumulate, use_outer, kc, mc, nb, n_chunks):
-    """C (+)= op(A) @ op(B) with the columns of C split into n_chunks chunks, one per thread."""
+def _gemm_parallel(a, a_trans, b, c, accumulate, kc, mc, n_chunks):
+    """C (+)= op(A) @ b with the columns of C split into n_chunks chunks, one per thread."""
     N = c.shape[1]
-    n_panels = (N + 3) // 4
+    width = 2 * _vlanes(c)  # chunks of whole column panels
+    n_panels = (N + width - 1) // width
     for t in prange(n_chunks):
-        j_begin = 4 * (t * n_panels // n_chunks)
-        j_end = min(N, 4 * ((t + 1) * n_panels // n_chunks))
-        if j_end > j_begin and use_outer:
-            _gemm_outer(a, a_trans, b, b_trans, c, accumulate, j_begin, j_end, nb)
-        elif j_end > j_begin:
-            _gemm_dot(a, a_trans, b, b_trans, c, accumulate, j_begin, j_end, kc, mc)
+        j_begin = width * (t * n_panels // n_chunks)
+        j_end = min(N, width * ((t + 1) * n_panels // n_chunks))
+        if j_end > j_begin:
+            _gemm_broadcast(a, a_trans, b, c, accumulate, j_begin, j_end, kc, mc)
 
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -443,20 +432,45 @@ def _gemm(a, a_trans, b, b_trans, out, accumulate, names):
         return c
     a, a_trans = _as_rows(a, a_trans)
     b, b_trans = _as_rows(b, b_trans)
-    kc = GEMM_KC_BYTES // a.itemsize
-    nb = GEMM_NB_BYTES // a.itemsize
     n_threads = numba.get_num_threads() if GEMM_THREADS is None else GEMM_THREADS
     n_chunks = n_threads if 2 * M * N * K >= GEMM_PARALLEL_MIN_FLOPS and N > 4 else 1
-    # Each form's SIMD loop runs along one dimension: the dot-product form along k, the
-    # outer-product form along the columns. The outer form wins when k is short and rows are long.
-    use_outer = K <= GEMM_K_OUTER and N // n_chunks >= GEMM_N_OUTER
-    if n_chunks > 1:
-        _gemm_parallel(a, a_trans, b, b_trans, c, accumulate, use_outer, kc, GEMM_MC, nb, n_chunks)
-    elif use_outer:
-        _gemm_outer(a, a_trans, b, b_trans, c, accumulate, 0, N, nb)
+    if not b_trans:
+        _broadcast_product(a, a_trans, b, c, accumulate, n_chunks)
+    elif K * N <= K * M + M * N and not N < 2 * _vector_lanes(c) <= M:
+        # The broadcast form needs the rows of op(B) = b.T contiguous: transpose b first (unless
+        # C is narrower than a tile and C.T is not: then C.T below runs in whole tiles).
+        _broadcast_product(a, a_trans, _transpose(b), c, accumulate, n_chunks)
     else:
-        _gemm_dot(a, a_trans, b, b_trans, c, accumulate, 0, N, kc, GEMM_MC)
+        # Cheaper when b is the larger operand (g @ W.T with a batch of 64 rows): compute
+        # C.T = b @ op(A).T, which needs op(A).T row by row (a itself if a_trans), then transpose.
+        c_t = np.empty((N, M), c.dtype)
+        _broadcast_product(b, False, a if a_trans else _transpose(a), c_t, False, n_chunks)
+        if accumulate:
+            c += c_t.T
+        else:
+            _transpose_block(c_t, 0, N, 0, M, c)
     return c
+
+
+def _vector_lanes(a):
+    """v, the numbers of a's dtype in one SIMD vector."""
+    return VECTOR_BYTES // a.itemsize
+
+
+def _transpose(a):
+    """a.T as a new C-contiguous array, copied block by block (see _transpose_block)."""
+    a_t = np.empty(a.shape[::-1], a.dtype)
+    _transpose_block(a, 0, a.shape[0], 0, a.shape[1], a_t)
+    return a_t
+
+
+def _broadcast_product(a, a_trans, b, c, accumulate, n_chunks):
+    """C (+)= op(A) @ b in the broadcast form, on n_chunks threads."""
+    kc = max(1, GEMM_B_PANEL_BYTES // (2 * VECTOR_BYTES))  # a k x 2v panel of b
+    if n_chunks > 1:
+        _gemm_parallel(a, a_trans, b, c, accumulate, kc, GEMM_MC, n_chunks)
+    else:
+        _gemm_broadcast(a, a_trans, b, c, accumulate, 0, c.shape[1], kc, GEMM_MC)
 
 
 def matmul(x, W, out=None, accumulate=False):
@@ -561,6 +575,9 @@ _FLOAT64_MANTISSA_BITS = 52
 # "numpy" makes x / 0 give inf or nan as in NumPy instead of raising ZeroDivisionError: without it
 # numba tests every divisor, and a loop with a division no longer vectorises (Adam ran 5x slower).
 _ELEMENTWISE = dict(cache=True, fastmath={"contract"}, error_model="numpy")
+# Compile time. Every kernel here fills arrays with explicit loops, never with slice assignments
+# (``s[:] = 0``, ``m[:] = t[0]``): numba compiles each of those through its general broadcasting
+# machinery, and two of them took the first compile of the categorical kernel from 0.5 s to 2.4 s.
 
 
 @intrinsic
@@ -753,7 +770,8 @@ def _activation_grad(da, a, act, slope, g, db, accumulate):
     """
     M, N = da.shape
     if not accumulate:
-        db[:] = 0
+        for j in range(N):
+            db[j] = 0
     for i in range(M):
         d = da[i]
         y = a[i]
@@ -853,7 +871,7 @@ def dense_backward_numpy(da, x, a, W, activation="identity", dW_out=None, db_out
 # --------------------------------------------------------------------------------------------------
 
 @njit(**_ELEMENTWISE)
-def _categorical_kernel(logits, x_int, weight, logp, dlogits):
+def _categorical_kernel(logits, x_int, weight, logp, dlogits, need_grad):
     """logp and dlogits for logits (B, D, L); see :func:`categorical_loglik_and_grad`.
 
     For each pixel (b, d), with z = logits[b, d] (L numbers), m = max z and s = Σ_l exp(z[l] - m):
@@ -871,19 +889,19 @@ def _categorical_kernel(logits, x_int, weight, logp, dlogits):
     s = np.empty(D)  # Σ_l exp(logits[b, d, l] - m[d]), then -w / s
     for b in range(B):
         z = logits[b]
-        grad = dlogits[b]
         w = np.float64(weight[b])
         for l in range(L):
             tl = t[l]
             for d in range(D):
                 tl[d] = z[d, l]
-        m[:] = t[0]
+        for d in range(D):
+            m[d] = t[0, d]
+            s[d] = 0.0
         for l in range(1, L):
             tl = t[l]
             for d in range(D):
                 # never selects a NaN, but a NaN in a row still makes that row NaN through its exp
                 m[d] = tl[d] if tl[d] > m[d] else m[d]
-        s[:] = 0.0
         for l in range(L):
             tl = t[l]
             for d in range(D):
@@ -894,12 +912,15 @@ def _categorical_kernel(logits, x_int, weight, logp, dlogits):
         for d in range(D):
             total += (z[d, x_int[b, d]] - m[d]) - np.log(s[d])
             s[d] = -w / s[d]
+        logp[b] = total
+        if not need_grad:  # log p only (categorical_loglik): dlogits is not written
+            continue
+        grad = dlogits[b]
         for d in range(D):
             gd = grad[d]
             for l in range(L):
                 gd[l] = t[l, d] * s[d]
             gd[x_int[b, d]] += w
-        logp[b] = total
 
 
 def categorical_loglik_and_grad(logits, x_int, weight=None, out=None):
@@ -918,6 +939,50 @@ def categorical_loglik_and_grad(logits, x_int, weight=None, out=None):
     logp : (B,) array of the dtype of logits, Σ_d log softmax(logits[b, d])[x[b, d]]
     dlogits : array of the shape of logits, weight[b] * (onehot(x[b, d]) - softmax(logits[b, d]))
     """
+    logits, x_int, (B, D, L) = _check_categorical(logits, x_int)
+    if weight is None:
+        weight = np.ones(B, logits.dtype)
+    weight = np.ascontiguousarray(weight, dtype=logits.dtype)
+    if weight.shape != (B,):
+        raise ValueError(f"weight must have shape ({B},); got {weight.shape}")
+    _check_out(out, logits.shape, logits.dtype)
+    dlogits = np.empty(logits.shape, logits.dtype) if out is None else out
+    logp = np.empty(B, logits.dtype)
+    _categorical_kernel(np.ascontiguousarray(logits).reshape(B, D, L), x_int, weight, logp,
+                        dlogits.reshape(B, D, L), True)
+    return logp, dlogits
+
+
+def categorical_loglik(logits, x_int):
+    """log p(x | logits) of integer pixels, one categorical per pixel, without the gradient.
+
+    The same pass as :func:`categorical_loglik_and_grad` without writing dlogits: for evaluation
+    (the validation -ELBO, importance-weighted log-likelihoods), where it replaces NumPy's
+    log-softmax over every value of every pixel.
+
+    Parameters
+    ----------
+    logits : (B, D * L) or (B, D, L) float32 or float64 array, L values per pixel
+    x_int : (B, D) integer array, values in [0, L)
+
+    Returns
+    -------
+    logp : (B,) array of the dtype of logits, Σ_d log softmax(logits[b, d])[x[b, d]]
+    """
+    logits, x_int, (B, D, L) = _check_categorical(logits, x_int)
+    logp = np.empty(B, logits.dtype)
+    _categorical_kernel(np.ascontiguousarray(logits).reshape(B, D, L), x_int, np.ones(B, logits.dtype),
+                        logp, np.empty((0, D, L), logits.dtype), False)
+    return logp
+
+
+def categorical_loglik_numpy(logits, x_int):
+    """NumPy twin of :func:`categorical_loglik`."""
+    return categorical_loglik_and_grad_numpy(logits, x_int)[0]
+
+
+def _check_categorical(logits, x_int):
+    """logits and x_int (as a C-contiguous int64 array) checked, and (B, D, L)."""
     _check_float_array("logits", logits, logits.ndim)
     x_int = np.asarray(x_int)
     if x_int.ndim != 2 or not np.issubdtype(x_int.dtype, np.integer):
@@ -936,18 +1001,7 @@ def categorical_loglik_and_grad(logits, x_int, weight=None, out=None):
     if x_int.size and (x_int.min() < 0 or x_int.max() >= L):
         raise ValueError(f"x_int must lie in [0, {L}); "
                          f"got values in [{x_int.min()}, {x_int.max()}]")
-    if weight is None:
-        weight = np.ones(B, logits.dtype)
-    weight = np.ascontiguousarray(weight, dtype=logits.dtype)
-    if weight.shape != (B,):
-        raise ValueError(f"weight must have shape ({B},); got {weight.shape}")
-    _check_out(out, logits.shape, logits.dtype)
-    dlogits = np.empty(logits.shape, logits.dtype) if out is None else out
-    logp = np.empty(B, logits.dtype)
-    _categorical_kernel(np.ascontiguousarray(logits).reshape(B, D, L),
-                        np.ascontiguousarray(x_int, dtype=np.int64), weight, logp,
-                        dlogits.reshape(B, D, L))
-    return logp, dlogits
+    return logits, np.ascontiguousarray(x_int, dtype=np.int64), (B, D, L)
 
 
 def categorical_loglik_and_grad_numpy(logits, x_int, weight=None, out=None):
@@ -1239,3 +1293,39 @@ def adamax_update_numpy(p, g, m, u, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8, t
     m += (1 - beta1) * g
     np.maximum(beta2 * u, np.abs(g) + eps, out=u)
     p -= (lr / (1 - beta1 ** t)) * m / u
+
+
+@njit(**_ELEMENTWISE)
+def _ema_kernel(average, p, decay):
+    decay = p.dtype.type(decay)
+    keep = p.dtype.type(1.0) - decay
+    for i in range(p.size):
+        average[i] = decay * average[i] + keep * p[i]
+
+
+def ema_update(average, p, decay):
+    """Exponential moving average of a parameter, in place: average = decay average + (1 - decay) p.
+
+    One pass (NumPy's ``average *= decay; average += (1 - decay) * p`` makes three and a temporary).
+
+    Parameters
+    ----------
+    average : array of any shape, float32 or float64, C-contiguous; updated in place
+    p : array of the shape of average, the current parameter
+    decay : float in [0, 1]
+    """
+    _check_float_array("average", average, average.ndim)
+    if not average.flags.c_contiguous:
+        raise ValueError("average must be C-contiguous: it is updated in place")
+    p = np.asarray(p)
+    if p.shape != average.shape:
+        raise ValueError(f"p must have the shape of average {average.shape}; got {p.shape}")
+    if not 0 <= decay <= 1:
+        raise ValueError(f"decay must be in [0, 1]; got {decay!r}")
+    _ema_kernel(average.reshape(-1), np.ascontiguousarray(p, dtype=average.dtype).reshape(-1), float(decay))
+
+
+def ema_update_numpy(average, p, decay):
+    """NumPy twin of :func:`ema_update`."""
+    average *= decay
+    average += (1 - decay) * p

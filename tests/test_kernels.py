@@ -1,6 +1,6 @@
 """Tests for minivae.kernels: every numba kernel against its NumPy twin, in float64 and float32.
 
-The first run compiles the kernels (about 20 s of CPU time); numba caches the machine code in
+The first run compiles the kernels (about 8 s); numba caches the machine code in
 minivae/__pycache__, so later runs take about a second. To keep compilation cheap the tests use
 few dtypes and layouts, and cross block boundaries by shrinking the blocking parameters (they are
 plain arguments of the kernels, so this compiles nothing new).
@@ -52,9 +52,10 @@ def test_import_minivae_does_not_import_numba():
 # Matrix products
 # --------------------------------------------------------------------------------------------------
 
-# (M, K, N): a single element; ragged edges in every dimension; k not a multiple of the SIMD width;
-# a short k with long rows (the outer-product form: K <= 64 and N >= 128); a long k (dot form).
-SHAPES = [(1, 1, 1), (7, 5, 3), (65, 7, 9), (5, 33, 130), (9, 70, 6)]
+# (M, K, N): a single element; ragged edges in every dimension; one whole 8 x 2v tile of C and
+# more (v = 8 float64 or 16 float32 lanes with AVX-512); a long k; a narrow C with a wide C.T
+# (g @ W.T then computes C.T) and the other way round.
+SHAPES = [(1, 1, 1), (7, 5, 3), (65, 7, 9), (16, 33, 130), (9, 70, 6), (24, 40, 64), (64, 20, 5)]
 
 PRODUCTS = {
     "matmul": (K.matmul, K.matmul_numpy, lambda x, W: np.abs(x) @ np.abs(W)),
@@ -84,20 +85,27 @@ def test_products_match_numpy(name, dtype):
         assert_within(c, twin(a, b), scale(a, b), RTOL[dtype])
 
 
+def tile_width(dtype):
+    """Columns of C per tile of the micro-kernel: two SIMD vectors."""
+    return 2 * K.VECTOR_BYTES // np.dtype(dtype).itemsize
+
+
 @pytest.mark.parametrize("name", PRODUCTS)
 def test_products_cross_every_block_boundary(name, monkeypatch):
-    """Tiny blocks (k-blocks of 8, row blocks of 8, column blocks of 8) on a 37 x 45 x 29 product:
-    several blocks in every dimension, each ragged, in both forms of the product."""
-    monkeypatch.setattr(K, "GEMM_KC_BYTES", 64)
+    """Tiny blocks (k-blocks of 8, row blocks of 8) on products with several whole tiles and a
+    ragged border in every dimension; for g @ W.T both ways of transposing (W, or g and C)."""
+    monkeypatch.setattr(K, "GEMM_B_PANEL_BYTES", 8 * 2 * K.VECTOR_BYTES)
     monkeypatch.setattr(K, "GEMM_MC", 8)
-    monkeypatch.setattr(K, "GEMM_NB_BYTES", 64)
     kernel, twin, scale = PRODUCTS[name]
     rng = np.random.default_rng(1)
-    a, b = operands(name, 37, 45, 29, np.float64, rng)
-    for k_outer in (0, 1000):  # force the dot-product form, then the outer-product form
-        monkeypatch.setattr(K, "GEMM_K_OUTER", k_outer)
-        monkeypatch.setattr(K, "GEMM_N_OUTER", 1)
+    width = tile_width(np.float64)
+    for M, Kd, N in [(37, 45, 2 * width + 5), (9, 45, 5 * width + 1)]:
+        a, b = operands(name, M, Kd, N, np.float64, rng)
         assert_within(kernel(a, b), twin(a, b), scale(a, b), RTOL[np.float64])
+        start = random(rng, (M, N), np.float64)
+        out = start.copy()
+        kernel(a, b, out=out, accumulate=True)
+        assert_within(out, start + twin(a, b), np.abs(start) + scale(a, b), RTOL[np.float64])
 
 
 @pytest.mark.parametrize("name", PRODUCTS)
@@ -141,17 +149,16 @@ def test_products_with_empty_dimensions():
     assert K.matmul_tn(np.ones((5, 3)), np.ones((5, 0))).shape == (3, 0)
 
 
-@pytest.mark.parametrize("k_outer", [0, 1000])
-def test_threaded_products_match_numpy(k_outer, monkeypatch):
-    """The threaded driver, in both forms, with C split into 3 column chunks (which works with any
-    number of threads: prange hands the chunks out)."""
+@pytest.mark.parametrize("name", PRODUCTS)
+def test_threaded_products_match_numpy(name, monkeypatch):
+    """The threaded driver with C split into 3 column chunks (which works with any number of
+    threads: prange hands the chunks out), each chunk whole tiles and the last one ragged."""
     monkeypatch.setattr(K, "GEMM_THREADS", 3)
     monkeypatch.setattr(K, "GEMM_PARALLEL_MIN_FLOPS", 0)
-    monkeypatch.setattr(K, "GEMM_K_OUTER", k_outer)
-    monkeypatch.setattr(K, "GEMM_N_OUTER", 1)
+    kernel, twin, scale = PRODUCTS[name]
     rng = np.random.default_rng(4)
-    x, W = random(rng, (21, 70), np.float64), random(rng, (70, 29), np.float64)
-    assert_within(K.matmul(x, W), x @ W, np.abs(x) @ np.abs(W), RTOL[np.float64])
+    a, b = operands(name, 21, 70, 3 * tile_width(np.float64) + 5, np.float64, rng)
+    assert_within(kernel(a, b), twin(a, b), scale(a, b), RTOL[np.float64])
 
 
 def test_product_errors_name_the_argument():
@@ -284,6 +291,21 @@ def test_categorical_gradient_is_the_derivative_of_logp():
         assert abs(numeric - dlogits[index]) < 1e-8
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_categorical_loglik_alone_is_the_logp_of_the_fused_kernel(dtype):
+    rng = np.random.default_rng(9)
+    B, D, L = 4, 6, 17
+    logits = random(rng, (B, D, L), dtype, 3.0)
+    x_int = rng.integers(0, L, (B, D))
+    logp = K.categorical_loglik(logits, x_int)
+    assert logp.dtype == dtype and logp.shape == (B,)
+    np.testing.assert_array_equal(logp, K.categorical_loglik_and_grad(logits, x_int)[0])
+    assert_within(logp, K.categorical_loglik_numpy(logits, x_int),
+                  np.abs(logits).max(axis=2).sum(axis=1) + D, RTOL[dtype])
+    with pytest.raises(ValueError, match=r"x_int must lie in \[0, 17\)"):
+        K.categorical_loglik(logits, x_int + L)
+
+
 def test_categorical_rejects_values_out_of_range():
     with pytest.raises(ValueError, match=r"x_int must lie in \[0, 4\)"):
         K.categorical_loglik_and_grad(np.zeros((1, 8)), np.array([[0, 4]]))
@@ -396,3 +418,21 @@ def test_optimizers_refuse_arrays_they_cannot_update_in_place():
         K.adam_update(np.zeros(3), np.zeros(3), np.zeros(4), np.zeros(3))
     with pytest.raises(ValueError, match="t must count steps from 1"):
         K.adamax_update(np.zeros(3), np.zeros(3), np.zeros(3), np.zeros(3), t=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_ema_update_matches_numpy(dtype):
+    rng = np.random.default_rng(10)
+    average, p = random(rng, (4, 5), dtype), random(rng, (4, 5), dtype)
+    average_ref = average.copy()
+    for decay in (0.0, 0.5, 0.999, 1.0):
+        K.ema_update(average, p, decay)
+        K.ema_update_numpy(average_ref, p, decay)
+        assert average.dtype == dtype
+        assert_within(average, average_ref, np.abs(average_ref) + np.abs(p), 10 * RTOL[dtype])
+    K.ema_update(average, p, 0.0)  # decay 0: the average becomes the parameter
+    np.testing.assert_array_equal(average, p)
+    with pytest.raises(ValueError, match="average must be C-contiguous"):
+        K.ema_update(np.zeros((4, 3)).T, np.zeros((3, 4)), 0.5)
+    with pytest.raises(ValueError, match="decay must be in"):
+        K.ema_update(np.zeros(3), np.zeros(3), 1.5)

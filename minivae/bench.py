@@ -1,0 +1,760 @@
+"""``minivae bench``: how fast the kernels and a training step run on this machine, side by side.
+
+    minivae bench                   # about a minute: the table below, printed
+    minivae bench --json out.json   # the same, also written as JSON
+    minivae bench --train           # and the wall time of whole training runs (a few minutes)
+    minivae bench --quick           # tiny settings that run in seconds (for tests)
+
+What it measures, each part in a fresh subprocess whose thread counts are fixed through the
+environment (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, NUMBA_NUM_THREADS, and
+``torch.set_num_threads``) before NumPy, numba or PyTorch start their thread pools:
+
+* **Matrix products.** GFLOP/s (2 M N K flops over the best time) of the hand-written products of
+  :mod:`minivae.kernels` (``matmul`` x @ W, ``matmul_tn`` x.T @ g, ``matmul_nt`` g @ W.T) and of
+  NumPy's BLAS (``np.matmul`` into a preallocated ``out``) on the three products of every linear
+  layer of the reference model (batch 64) and at 1024 x 1024 x 1024, float32 and float64, one thread;
+  1024³ also with all cores. The "winner" column says which is faster for that shape.
+* **Fused layers.** ``kernels.dense_forward`` / ``dense_backward`` against their NumPy twins
+  (``act(x @ W + b)`` and its backward), on the reference model's layers, float32, one thread.
+* **Training steps per second** of the reference model (VAE(64, 16), hidden (256, 256) LeakyReLU,
+  categorical likelihood with 17 values, Adamax 1e-3, batch 64, float32): one step is what
+  :func:`minivae.fit` does per minibatch (draw eps, loss and gradients, optimizer step), for the
+  numpy and numba backends and, when ``import torch`` works, the same model in PyTorch; with one
+  thread and with all cores.
+* **Memory.** Peak resident memory (ru_maxrss) of a process that trains the reference model for a
+  few epochs, next to that of a process that only imports minivae and NumPy.
+* **Compile time.** A process that runs one float32 training step with the numba backend, timed
+  with an empty numba cache (``NUMBA_CACHE_DIR`` a fresh temporary folder: everything compiles) and
+  again with that cache filled (everything loads from disk).
+* **Whole training runs** (``--train``, off by default): wall time of ``minivae train --out DIR``
+  (the defaults, figures included) with one thread and with all cores, cold and warm numba cache,
+  and of the PyTorch reference trained in the same setting (see :func:`_torch_train_worker`).
+
+Every time is the best of several repeats: the minimum is the least disturbed by other work on the
+machine. The load average before and after is recorded: numbers taken under load are slower.
+
+Only the standard library is imported here at module level, so that ``minivae --help`` stays fast.
+PyTorch is never a dependency: the PyTorch rows say "not installed" when it is missing.
+"""
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+# The reference model (the setting of ``minivae train``).
+INPUT_DIM = 64  # 8 x 8 pixels
+LATENT_DIM = 16
+HIDDEN = (256, 256)
+NUM_VALUES = 17  # pixel values 0..16: 17 logits per pixel
+BATCH_SIZE = 64
+LEARNING_RATE = 1e-3
+LEAKY_RELU_SLOPE = 0.01
+GEMM_BIG = 1024  # the 1024 x 1024 x 1024 product
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+WORKER_TIMEOUT_SECONDS = 900  # one subprocess; a whole --train run of PyTorch takes about a minute
+
+# Repeats and the shortest time of one repeat. The minimum over repeats is reported.
+SETTINGS = {
+    "full": dict(repeats=7, min_seconds=0.02, big_repeats=3, step_repeats=5, step_count=100,
+                 memory_epochs=5, big=True, torch=True, all_cores=True, cold_compile=True),
+    "quick": dict(repeats=2, min_seconds=0.002, big_repeats=1, step_repeats=2, step_count=5,
+                  memory_epochs=1, big=False, torch=False, all_cores=False, cold_compile=False),
+}
+
+
+def reference_layers():
+    """The linear layers of the reference model, (name, in_dim, out_dim, activation), in the order
+    they run forward: the encoder 64 -> 256 -> 256 -> 2 * 16, the decoder 16 -> 256 -> 256 -> 64 * 17."""
+    encoder = [INPUT_DIM, *HIDDEN, 2 * LATENT_DIM]
+    decoder = [LATENT_DIM, *HIDDEN[::-1], INPUT_DIM * NUM_VALUES]
+    layers = []
+    for name, sizes in (("encoder", encoder), ("decoder", decoder)):
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            activation = "leaky_relu" if i < len(sizes) - 2 else "identity"
+            layers.append((f"{name}.{i}", n_in, n_out, activation))
+    return layers
+
+
+def product_shapes(batch=BATCH_SIZE):
+    """The matrix products of a training step: (op, M, K, N) for each layer's x @ W, x.T @ g, g @ W.T.
+
+    C is (M, N) and K is the summed dimension. Layers of the same shape appear once.
+    """
+    shapes = []
+    for _, n_in, n_out, _ in reference_layers():
+        for shape in (("matmul", batch, n_in, n_out), ("matmul_tn", n_in, batch, n_out),
+                      ("matmul_nt", batch, n_out, n_in)):
+            if shape not in shapes:
+                shapes.append(shape)
+    return shapes
+
+
+# --------------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------------
+
+def best_seconds(fn, repeats, min_seconds):
+    """The best time of one call of ``fn``, in seconds.
+
+    One call warms up and calibrates n, the calls per repeat, so that a repeat lasts at least
+    ``min_seconds``; the result is the smallest mean over ``repeats`` repeats of n calls.
+    """
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    n = max(1, math.ceil(min_seconds / max(first, 1e-9)))
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.perf_counter() - start) / n)
+    return best
+
+
+# --------------------------------------------------------------------------------------------------
+# Workers: each runs in its own process, reads its options, prints one JSON line
+# --------------------------------------------------------------------------------------------------
+
+def _gemm_worker(options):
+    """GFLOP/s of the kernels and of np.matmul on the given shapes and dtypes."""
+    import numpy as np
+
+    from . import kernels
+
+    if options.get("threaded_kernels"):
+        kernels.GEMM_THREADS = None  # the kernels' opt-in threading: numba.get_num_threads()
+    rng = np.random.default_rng(0)
+    records = []
+    for op, M, K, N in options["shapes"]:
+        for dtype_name in options["dtypes"]:
+            dtype = np.dtype(dtype_name)
+            if op == "matmul":  # C = A @ B
+                a, b = rng.standard_normal((M, K)), rng.standard_normal((K, N))
+            elif op == "matmul_tn":  # C = A.T @ B
+                a, b = rng.standard_normal((K, M)), rng.standard_normal((K, N))
+            else:  # C = A @ B.T
+                a, b = rng.standard_normal((M, K)), rng.standard_normal((N, K))
+            a, b = a.astype(dtype), b.astype(dtype)
+            out = np.empty((M, N), dtype)
+            a_op = a.T if op == "matmul_tn" else a
+            b_op = b.T if op == "matmul_nt" else b
+            kernel = getattr(kernels, op)
+            seconds = {
+                "kernel": best_seconds(lambda: kernel(a, b, out=out), options["repeats"],
+                                       options["min_seconds"]),
+                "blas": best_seconds(lambda: np.matmul(a_op, b_op, out=out), options["repeats"],
+                                     options["min_seconds"]),
+            }
+            flops = 2.0 * M * N * K
+            records.append({
+                "op": op, "M": M, "K": K, "N": N, "dtype": dtype_name,
+                "kernel_gflops": flops / seconds["kernel"] / 1e9,
+                "blas_gflops": flops / seconds["blas"] / 1e9,
+                "kernel_us": seconds["kernel"] * 1e6, "blas_us": seconds["blas"] * 1e6,
+                "winner": min(seconds, key=seconds.get),
+            })
+    return {"records": records}
+
+
+def _dense_worker(options):
+    """Microseconds of the fused layer kernels and of their NumPy twins on the reference layers."""
+    import numpy as np
+
+    from . import kernels
+
+    rng = np.random.default_rng(0)
+    dtype = np.dtype(options["dtype"])
+    records = []
+    for name, n_in, n_out, activation in reference_layers():
+        x = rng.standard_normal((BATCH_SIZE, n_in)).astype(dtype)
+        W = (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(dtype)
+        b = rng.standard_normal(n_out).astype(dtype)
+        da = rng.standard_normal((BATCH_SIZE, n_out)).astype(dtype)
+        out = np.empty((BATCH_SIZE, n_out), dtype)
+        a, _ = kernels.dense_forward(x, W, b, activation)
+        need_dx = name != "encoder.0"  # as in training: the data needs no gradient
+        row = {"layer": name, "in": n_in, "out": n_out, "activation": activation}
+        for part, fused, twin in (
+                ("forward", lambda: kernels.dense_forward(x, W, b, activation, out=out),
+                 lambda: kernels.dense_forward_numpy(x, W, b, activation)),
+                ("backward", lambda: kernels.dense_backward(da, x, a, W, activation, need_dx=need_dx),
+                 lambda: kernels.dense_backward_numpy(da, x, a, W, activation, need_dx=need_dx))):
+            row[f"{part}_fused_us"] = best_seconds(fused, options["repeats"], options["min_seconds"]) * 1e6
+            row[f"{part}_numpy_us"] = best_seconds(twin, options["repeats"], options["min_seconds"]) * 1e6
+        records.append(row)
+    return {"records": records}
+
+
+def _reference_batches():
+    """The training digits as float32 and a fixed shuffled order of full minibatches."""
+    import numpy as np
+
+    from . import datasets
+
+    x, _ = datasets.load_digits("train")
+    x = x.astype(np.float32)
+    order = np.random.default_rng(0).permutation(len(x))
+    n_batches = len(x) // BATCH_SIZE
+    return [np.ascontiguousarray(x[order[i * BATCH_SIZE:(i + 1) * BATCH_SIZE]]) for i in range(n_batches)]
+
+
+def _step_worker(options):
+    """Milliseconds per training step of the reference model with one backend."""
+    if options["backend"] == "torch":
+        return _torch_step_worker(options)
+    import numpy as np
+
+    from .optim import Adamax
+    from .vae import VAE
+
+    backend = options["backend"]
+    if backend == "numba-threaded":  # the numba backend with its opt-in threaded matrix products
+        from . import kernels
+        kernels.GEMM_THREADS = None
+        backend = "numba"
+    model = VAE(INPUT_DIM, LATENT_DIM, hidden=HIDDEN, num_values=NUM_VALUES, dtype=np.float32,
+                backend=backend)
+    optimizer = Adamax(lr=LEARNING_RATE, backend=backend)
+    batches = _reference_batches()
+    rng = np.random.default_rng(0)
+    state = {"i": 0}
+
+    def step():  # what fit() does for one minibatch
+        batch = batches[state["i"] % len(batches)]
+        state["i"] += 1
+        eps = rng.standard_normal((BATCH_SIZE, LATENT_DIM)).astype(np.float32)
+        loss, grads = model._loss_and_grads(batch, eps)
+        optimizer.step(model.params, grads)
+
+    return _time_steps(step, options)
+
+
+def _time_steps(step, options):
+    for _ in range(options["step_count"]):  # warm up: compile or load kernels, fill caches
+        step()
+    best = math.inf
+    for _ in range(options["step_repeats"]):
+        start = time.perf_counter()
+        for _ in range(options["step_count"]):
+            step()
+        best = min(best, (time.perf_counter() - start) / options["step_count"])
+    return {"ms_per_step": best * 1e3, "steps_per_second": 1 / best}
+
+
+def _torch_reference(torch, seed=0):
+    """The reference model in PyTorch: nn.Linear layers and LeakyReLU, as minivae builds it.
+
+    Returns encoder, decoder and a function loss(x_int, eps) -> per-example -ELBO (N,), with the
+    categorical log-softmax likelihood summed over pixels and the analytic KL against N(0, I).
+    """
+    torch.manual_seed(seed)
+    nn = torch.nn
+
+    def mlp(sizes):
+        layers = []
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(nn.Linear(n_in, n_out))
+            if i < len(sizes) - 2:
+                layers.append(nn.LeakyReLU(LEAKY_RELU_SLOPE))
+        return nn.Sequential(*layers)
+
+    encoder = mlp([INPUT_DIM, *HIDDEN, 2 * LATENT_DIM])
+    decoder = mlp([LATENT_DIM, *HIDDEN[::-1], INPUT_DIM * NUM_VALUES])
+
+    def negative_elbo(x_int, eps):
+        h = encoder(x_int.float())
+        mu, logvar = h[:, :LATENT_DIM], h[:, LATENT_DIM:]
+        z = mu + torch.exp(0.5 * logvar) * eps
+        logits = decoder(z).view(-1, INPUT_DIM, NUM_VALUES)
+        log_px = torch.log_softmax(logits, dim=-1).gather(-1, x_int[:, :, None])[:, :, 0].sum(-1)
+        kl = 0.5 * (mu * mu + torch.exp(logvar) - 1 - logvar).sum(-1)
+        return kl - log_px
+
+    return encoder, decoder, negative_elbo
+
+
+def _torch_step_worker(options):
+    try:
+        import torch
+    except ImportError:
+        return {"status": "not installed"}
+    import numpy as np
+
+    torch.set_num_threads(options["threads"])
+    encoder, decoder, negative_elbo = _torch_reference(torch)
+    optimizer = torch.optim.Adamax(list(encoder.parameters()) + list(decoder.parameters()),
+                                   lr=LEARNING_RATE)
+    batches = [torch.from_numpy(b.astype(np.int64)) for b in _reference_batches()]
+    generator = torch.Generator().manual_seed(0)
+    state = {"i": 0}
+
+    def step():
+        batch = batches[state["i"] % len(batches)]
+        state["i"] += 1
+        eps = torch.randn(BATCH_SIZE, LATENT_DIM, generator=generator)
+        loss = negative_elbo(batch, eps).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    result = _time_steps(step, options)
+    result["version"] = torch.__version__
+    return result
+
+
+def _baseline_memory_worker(options):
+    """Peak memory of a process that imports minivae and NumPy (and, with options["kernels"], the
+    compiled kernels: numba and LLVM), and runs nothing."""
+    import numpy  # noqa: F401
+
+    import minivae  # noqa: F401
+    if options.get("kernels"):
+        from . import kernels  # noqa: F401
+    return {"maxrss_mib": _maxrss_mib()}
+
+
+def _memory_worker(options):
+    """Peak memory of a process that trains the reference model (numba backend) for a few epochs."""
+    import numpy as np
+
+    from . import datasets
+    from .training import fit
+    from .vae import VAE
+
+    x_train, _ = datasets.load_digits("train")
+    x_val, _ = datasets.load_digits("val")
+    model = VAE(INPUT_DIM, LATENT_DIM, hidden=HIDDEN, num_values=NUM_VALUES, dtype=np.float32,
+                backend="numba")
+    history = fit(model, x_train, x_val, epochs=options["epochs"], patience=None, verbose=False,
+                  rng=np.random.default_rng(0))
+    return {"maxrss_mib": _maxrss_mib(), "epochs": history.epochs, "steps": history.steps}
+
+
+def _maxrss_mib():
+    import resource
+
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux (bytes on macOS)
+    return kib / (1024 * 1024) if sys.platform == "darwin" else kib / 1024
+
+
+def _compile_worker(options):
+    """Seconds of the first float32 training step with the numba backend: it imports numba and
+    compiles (or loads from the cache) every kernel a training step needs."""
+    import numpy as np
+
+    from .optim import Adamax
+    from .vae import VAE
+    model = VAE(INPUT_DIM, LATENT_DIM, hidden=HIDDEN, num_values=NUM_VALUES, dtype=np.float32,
+                backend="numba")
+    optimizer = Adamax(lr=LEARNING_RATE, backend="numba")
+    batch = _reference_batches()[0]
+    eps = np.random.default_rng(0).standard_normal((BATCH_SIZE, LATENT_DIM)).astype(np.float32)
+    built = time.perf_counter()
+    loss, grads = model._loss_and_grads(batch, eps)
+    optimizer.step(model.params, grads)
+    done = time.perf_counter()
+    return {"first_step_seconds": done - built}
+
+
+def _torch_train_worker(options):
+    """Wall time of training the reference model in PyTorch, as ``minivae train`` trains it.
+
+    Every epoch shuffles the 1000 training digits, takes one Adamax step (lr 1e-3) per minibatch of
+    64 (the last one smaller), then measures the validation -ELBO (one sample of z per example);
+    training stops when it has not improved for 20 epochs (at most 1000 epochs), and the test -ELBO
+    of the best parameters is evaluated. No moving average of the weights.
+    """
+    try:
+        import torch
+    except ImportError:
+        return {"status": "not installed"}
+    import copy
+
+    import numpy as np
+
+    from . import datasets
+
+    start = time.perf_counter()
+    torch.set_num_threads(options["threads"])
+    encoder, decoder, negative_elbo = _torch_reference(torch)
+    parameters = list(encoder.parameters()) + list(decoder.parameters())
+    optimizer = torch.optim.Adamax(parameters, lr=LEARNING_RATE)
+    x = {split: torch.from_numpy(datasets.load_digits(split)[0].astype(np.int64))
+         for split in ("train", "val", "test")}
+    generator = torch.Generator().manual_seed(0)
+    best, best_epoch, best_state, epoch = math.inf, 0, None, 0
+    for epoch in range(options["max_epochs"]):
+        order = torch.randperm(len(x["train"]), generator=generator)
+        for i in range(0, len(order), BATCH_SIZE):
+            batch = x["train"][order[i:i + BATCH_SIZE]]
+            eps = torch.randn(len(batch), LATENT_DIM, generator=generator)
+            loss = negative_elbo(batch, eps).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            eps = torch.randn(len(x["val"]), LATENT_DIM, generator=generator)
+            val = float(negative_elbo(x["val"], eps).mean())
+        if val < best:
+            best, best_epoch = val, epoch
+            best_state = copy.deepcopy((encoder.state_dict(), decoder.state_dict()))
+        elif epoch - best_epoch >= options["patience"]:
+            break
+    encoder.load_state_dict(best_state[0])
+    decoder.load_state_dict(best_state[1])
+    with torch.no_grad():
+        eps = torch.randn(len(x["test"]), LATENT_DIM, generator=generator)
+        test = float(negative_elbo(x["test"], eps).mean())
+    return {"seconds": time.perf_counter() - start, "epochs": epoch + 1, "best_epoch": best_epoch + 1,
+            "val_nelbo": best, "test_nelbo": test, "version": torch.__version__}
+
+
+WORKERS = {
+    "gemm": _gemm_worker, "dense": _dense_worker, "step": _step_worker,
+    "baseline_memory": _baseline_memory_worker, "memory": _memory_worker,
+    "compile": _compile_worker, "torch_train": _torch_train_worker,
+}
+
+
+def worker_main(argv):
+    """``python -m minivae.bench --worker NAME OPTIONS_JSON``: run one worker, print its JSON."""
+    if len(argv) != 3 or argv[0] != "--worker" or argv[1] not in WORKERS:
+        raise SystemExit(f"usage: python -m minivae.bench --worker {{{','.join(WORKERS)}}} OPTIONS_JSON")
+    result = WORKERS[argv[1]](json.loads(argv[2]))
+    print(json.dumps(result))
+    return 0
+
+
+def run_worker(name, options, threads, env=None, timeout=WORKER_TIMEOUT_SECONDS):
+    """Run worker ``name`` in a subprocess with ``threads`` threads everywhere; its result dict.
+
+    A worker that fails gives ``{"status": "error: ..."}`` instead of stopping the benchmark.
+    """
+    environment = dict(os.environ)
+    environment.update({variable: str(threads) for variable in THREAD_VARIABLES})
+    environment.update(env or {})
+    options = dict(options, threads=threads)
+    command = [sys.executable, "-m", "minivae.bench", "--worker", name, json.dumps(options)]
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env=environment,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"status": f"error: timed out after {timeout} s"}
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"status": f"error: {last}"}
+    result = json.loads(lines[-1])
+    result.setdefault("status", "ok")
+    result["process_seconds"] = time.perf_counter() - start  # the whole subprocess, Python start-up included
+    return result
+
+
+def _timed_command(command, threads, env=None):
+    """Wall seconds of a command run with ``threads`` threads everywhere, and its exit status."""
+    environment = dict(os.environ)
+    environment.update({variable: str(threads) for variable in THREAD_VARIABLES})
+    environment.update(env or {})
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=environment,
+                          timeout=WORKER_TIMEOUT_SECONDS)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"status": f"error: {last}", "seconds": seconds}
+    return {"status": "ok", "seconds": seconds}
+
+
+# --------------------------------------------------------------------------------------------------
+# The benchmark
+# --------------------------------------------------------------------------------------------------
+
+def machine_description():
+    """CPU, core count, versions and BLAS: what the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    description = {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
+                   "python": platform.python_version()}
+    import numpy as np
+    description["numpy"] = np.__version__
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        description["blas"] = f"{blas.get('name')} {blas.get('version')}"
+    except Exception:  # the layout of show_config is not a stable API
+        description["blas"] = "unknown"
+    try:
+        from importlib import metadata
+        description["numba"] = metadata.version("numba")
+    except Exception:
+        description["numba"] = "not installed"
+    try:
+        from importlib import metadata
+        description["torch"] = metadata.version("torch")
+    except Exception:
+        description["torch"] = "not installed"
+    return description
+
+
+def run_benchmark(quick=False, train=False, log=print):
+    """Run every part of the benchmark; the results as a JSON-serialisable dict.
+
+    Parameters
+    ----------
+    quick : bool, tiny settings (seconds, for tests); the numbers are then rough
+    train : bool, also time whole training runs (minivae train and the PyTorch reference)
+    log : callable(str), progress messages
+
+    Returns
+    -------
+    dict with keys "machine", "settings", "load_before", "load_after", "gemm", "dense", "steps",
+    "memory", "compile", "train" (None without ``train``) and "seconds"
+    """
+    settings = SETTINGS["quick" if quick else "full"]
+    cores = os.cpu_count() or 1
+    thread_counts = [1, cores] if settings["all_cores"] and cores > 1 else [1]
+    start = time.perf_counter()
+    results = {"machine": machine_description(), "settings": dict(settings, quick=quick),
+               "load_before": _load_average()}
+    timing = {key: settings[key] for key in ("repeats", "min_seconds")}
+
+    log("matrix products ...")
+    shapes = product_shapes()
+    gemm = run_worker("gemm", dict(timing, shapes=shapes, dtypes=["float32", "float64"]), 1)
+    records = [dict(r, threads=1) for r in gemm.get("records", [])]
+    if settings["big"]:
+        big = [(op, GEMM_BIG, GEMM_BIG, GEMM_BIG) for op in ("matmul", "matmul_tn", "matmul_nt")]
+        big_timing = dict(repeats=settings["big_repeats"], min_seconds=0.0)
+        for threads in thread_counts:
+            part = run_worker("gemm", dict(big_timing, shapes=big, dtypes=["float32", "float64"],
+                                           threaded_kernels=threads > 1), threads)
+            records += [dict(r, threads=threads) for r in part.get("records", [])]
+    results["gemm"] = records
+
+    log("fused layers ...")
+    results["dense"] = run_worker("dense", dict(timing, dtype="float32"), 1).get("records", [])
+
+    log("training steps ...")
+    steps = []
+    step_options = {key: settings[key] for key in ("step_repeats", "step_count")}
+    for threads in thread_counts:
+        backends = ("numpy", "numba") + (("numba-threaded",) if threads > 1 else ()) + ("torch",)
+        for backend in backends:
+            if backend == "torch" and not settings["torch"]:
+                result = {"status": "skipped (--quick)"}
+            else:
+                result = run_worker("step", dict(step_options, backend=backend), threads)
+            steps.append(dict(result, backend=backend, threads=threads))
+    results["steps"] = steps
+
+    log("memory ...")
+    results["memory"] = {
+        "baseline_mib": run_worker("baseline_memory", {}, 1).get("maxrss_mib"),
+        "baseline_kernels_mib": run_worker("baseline_memory", {"kernels": True}, 1).get("maxrss_mib"),
+        "training": run_worker("memory", {"epochs": settings["memory_epochs"]}, 1),
+    }
+
+    log("compile time ...")
+    results["compile"] = _measure_compile(settings["cold_compile"])
+
+    results["train"] = _measure_training(thread_counts, log) if train else None
+    results["load_after"] = _load_average()
+    results["seconds"] = time.perf_counter() - start
+    return results
+
+
+def _measure_compile(cold):
+    """The first training step with an empty numba cache (cold) and with that cache filled (warm).
+
+    Without ``cold`` only the warm run is made, with the default cache (which compiles if it is
+    empty)."""
+    if not cold:
+        warm = run_worker("compile", {}, 1)
+        return {"cold": None, "warm": warm}
+    with tempfile.TemporaryDirectory(prefix="minivae-numba-cache-") as cache:
+        env = {"NUMBA_CACHE_DIR": cache}
+        cold_result = run_worker("compile", {}, 1, env=env)
+        warm_result = run_worker("compile", {}, 1, env=env)
+    return {"cold": cold_result, "warm": warm_result}
+
+
+def _measure_training(thread_counts, log):
+    """Wall times of ``minivae train`` (cold and warm numba cache) and of the PyTorch reference."""
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="minivae-bench-train-") as folder:
+        for threads in thread_counts:
+            cache = os.path.join(folder, f"numba-cache-{threads}")
+            for cache_state in ("cold", "warm"):
+                log(f"minivae train, {threads} thread(s), {cache_state} cache ...")
+                out = os.path.join(folder, f"run-{threads}-{cache_state}")
+                result = _timed_command([sys.executable, "-m", "minivae", "train", "--out", out, "--quiet"],
+                                        threads, env={"NUMBA_CACHE_DIR": cache})
+                summary_path = os.path.join(out, "summary.json")
+                if os.path.exists(summary_path):
+                    with open(summary_path) as file:
+                        summary = json.load(file)
+                    result.update(epochs=summary["epochs"], test_nelbo=summary["test_nelbo"],
+                                  train_seconds=summary["seconds"])
+                runs.append(dict(result, program="minivae train", threads=threads, cache=cache_state))
+            log(f"PyTorch reference, {threads} thread(s) ...")
+            torch_result = run_worker("torch_train", {"max_epochs": 1000, "patience": 20}, threads)
+            runs.append(dict(torch_result, program="pytorch reference", threads=threads, cache=None))
+    return runs
+
+
+def _load_average():
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# The table
+# --------------------------------------------------------------------------------------------------
+
+def format_results(results):
+    """The benchmark results as a plain-text report (what ``minivae bench`` prints)."""
+    m = results["machine"]
+    lines = [f"minivae bench on {m['cpu']} ({m['cpu_count']} cores), Python {m['python']}, "
+             f"NumPy {m['numpy']} ({m['blas']}), numba {m['numba']}, torch {m['torch']}",
+             "load average before / after: " + " / ".join(
+                 "n/a" if load is None else f"{load[0]:.2f}"
+                 for load in (results["load_before"], results["load_after"])), ""]
+
+    lines += ["Matrix products, GFLOP/s (2MNK / best time): hand-written kernel vs NumPy's BLAS",
+              f"  {'product':<10} {'M x K x N':>16} {'dtype':>8} {'threads':>7} {'kernel':>8} "
+              f"{'BLAS':>8} {'kernel/BLAS':>11}  faster"]
+    for r in results["gemm"]:
+        lines.append(f"  {_product_formula(r['op']):<10} {r['M']:>5}x{r['K']:>4}x{r['N']:>5} "
+                     f"{r['dtype']:>8} {r['threads']:>7} {r['kernel_gflops']:>8.1f} "
+                     f"{r['blas_gflops']:>8.1f} {r['kernel_gflops'] / r['blas_gflops']:>11.2f}  "
+                     f"{'kernel' if r['winner'] == 'kernel' else 'BLAS'}")
+
+    lines += ["", "Fused layers, float32, batch 64, 1 thread, µs: kernels.dense_* vs NumPy "
+                  "act(x @ W + b) and its backward",
+              f"  {'layer':<10} {'in -> out':>12} {'activation':>11} {'fwd fused':>10} {'fwd NumPy':>10} "
+              f"{'bwd fused':>10} {'bwd NumPy':>10}"]
+    for r in results["dense"]:
+        lines.append(f"  {r['layer']:<10} {r['in']:>5} -> {r['out']:<4} {r['activation']:>11} "
+                     f"{r['forward_fused_us']:>10.1f} {r['forward_numpy_us']:>10.1f} "
+                     f"{r['backward_fused_us']:>10.1f} {r['backward_numpy_us']:>10.1f}")
+
+    lines += ["", "Training step of the reference model (VAE(64, 16), hidden 256-256, categorical, "
+                  "Adamax, batch 64, float32)",
+              f"  {'backend':<15} {'threads':>7} {'ms/step':>8} {'steps/s':>8} {'vs numpy':>9} "
+              f"{'vs torch':>9}"]
+    reference = {}
+    for s in results["steps"]:
+        if "ms_per_step" in s and s["backend"] in ("numpy", "torch"):
+            reference[s["backend"], s["threads"]] = s["ms_per_step"]
+    for s in results["steps"]:
+        if "ms_per_step" in s:
+            ratios = []
+            for other in ("numpy", "torch"):
+                ms = reference.get((other, s["threads"]))
+                ratios.append(f"{ms / s['ms_per_step']:.2f}x" if ms else "")
+            lines.append(f"  {s['backend']:<15} {s['threads']:>7} {s['ms_per_step']:>8.3f} "
+                         f"{s['steps_per_second']:>8.0f} {ratios[0]:>9} {ratios[1]:>9}")
+        else:
+            lines.append(f"  {s['backend']:<15} {s['threads']:>7}  {s['status']}")
+    if any(s["backend"] == "numba-threaded" for s in results["steps"]):
+        lines.append("  (numba-threaded: the numba backend with kernels.GEMM_THREADS = None, its opt-in "
+                     "threaded products)")
+
+    memory = results["memory"]
+    training = memory["training"]
+    lines += ["", "Memory (peak resident set, ru_maxrss)",
+              f"  import minivae, numpy: {_mib(memory['baseline_mib'])}; and minivae.kernels (numba, "
+              f"LLVM): {_mib(memory['baseline_kernels_mib'])}",
+              f"  training {training.get('epochs', '?')} epochs (numba backend): "
+              f"{_mib(training.get('maxrss_mib'))}"]
+
+    compile_ = results["compile"]
+    lines += ["", "First float32 training step, numba backend (compile or load from the cache)"]
+    for label, key in (("empty cache (compiles)", "cold"), ("filled cache (loads)", "warm")):
+        r = compile_[key]
+        if r is None:
+            lines.append(f"  {label}: not measured (--quick)")
+        elif "first_step_seconds" in r:
+            lines.append(f"  {label}: {r['first_step_seconds']:.2f} s "
+                         f"(the whole process, Python start-up included: {r['process_seconds']:.2f} s)")
+        else:
+            lines.append(f"  {label}: {r['status']}")
+
+    if results["train"]:
+        lines += ["", "Whole training runs (wall time of the process, defaults, early stopping patience 20)"]
+        for r in results["train"]:
+            cache = f", {r['cache']} cache" if r["cache"] else ""
+            if r.get("status") == "ok" and "seconds" in r:
+                extra = f"{r['epochs']} epochs" if "epochs" in r else ""
+                if "test_nelbo" in r:
+                    extra += f", test -ELBO {r['test_nelbo']:.2f}"
+                if "process_seconds" in r:  # the PyTorch worker times itself after `import torch`
+                    extra += f"; {r['seconds']:.1f} s after import torch"
+                seconds = r.get("process_seconds", r["seconds"])
+                lines.append(f"  {r['program']}, {r['threads']} thread(s){cache}: {seconds:.1f} s "
+                             f"({extra})")
+            else:
+                lines.append(f"  {r['program']}, {r['threads']} thread(s){cache}: {r.get('status')}")
+    lines += ["", f"({results['seconds']:.0f} s)"]
+    return "\n".join(lines)
+
+
+def _product_formula(op):
+    return {"matmul": "x @ W", "matmul_tn": "x.T @ g", "matmul_nt": "g @ W.T"}[op]
+
+
+def _mib(value):
+    return "n/a" if value is None else f"{value:.0f} MiB"
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------
+
+def add_parser(subcommands):
+    """Add the ``bench`` subcommand to the ``argparse`` subparsers of :mod:`minivae.cli`."""
+    parser = subcommands.add_parser(
+        "bench", help="time the kernels, BLAS, training steps (numpy, numba, PyTorch), memory, compile",
+        description="Measure on this machine, side by side: GFLOP/s of the hand-written matrix products "
+                    "and of NumPy's BLAS; fused layers against NumPy; training steps per second of the "
+                    "reference model for the numpy and numba backends and PyTorch (if installed), with one "
+                    "thread and all cores; peak memory of a training run; the first-run compile time.")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument("--quick", action="store_true", help="tiny settings that run in seconds (for tests)")
+    parser.add_argument("--train", action="store_true",
+                        help="also time whole training runs: minivae train (cold and warm cache) and the "
+                             "PyTorch reference (a few minutes)")
+    parser.set_defaults(run=run_bench)
+    return parser
+
+
+def run_bench(args):
+    """Run ``minivae bench`` from parsed arguments: print the table, write --json."""
+    results = run_benchmark(quick=args.quick, train=args.train,
+                            log=lambda message: print(message, file=sys.stderr, flush=True))
+    print(format_results(results))
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(results, file, indent=1)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(sys.argv[1:]))

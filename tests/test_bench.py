@@ -1,0 +1,92 @@
+"""Tests for minivae.bench: the quick benchmark runs through the command line and writes JSON of the
+documented structure, with positive, finite numbers. No timing is asserted: the numbers depend on
+the machine and its load."""
+
+import json
+import math
+
+import pytest
+
+from minivae import bench, cli
+
+
+def positive(value):
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "bench.json"
+    assert cli.main(["bench", "--quick", "--json", str(path)]) == 0
+    return json.loads(path.read_text())
+
+
+def test_quick_bench_writes_every_part(quick_results):
+    assert set(quick_results) >= {"machine", "settings", "gemm", "dense", "steps", "memory", "compile",
+                                  "train", "seconds", "load_before", "load_after"}
+    assert quick_results["settings"]["quick"] is True
+    assert quick_results["machine"]["cpu_count"] >= 1
+    assert quick_results["train"] is None  # --train not given
+
+
+def test_gemm_covers_every_product_of_the_reference_model_in_both_dtypes(quick_results):
+    measured = {(r["op"], r["M"], r["K"], r["N"], r["dtype"]) for r in quick_results["gemm"]}
+    expected = {shape + (dtype,) for shape in bench.product_shapes() for dtype in ("float32", "float64")}
+    assert measured == expected
+    for r in quick_results["gemm"]:
+        assert positive(r["kernel_gflops"]) and positive(r["blas_gflops"])
+        assert r["winner"] in ("kernel", "blas")
+        assert r["threads"] == 1
+
+
+def test_fused_layers_are_timed_for_every_reference_layer(quick_results):
+    assert [r["layer"] for r in quick_results["dense"]] == [name for name, *_ in bench.reference_layers()]
+    for r in quick_results["dense"]:
+        for key in ("forward_fused_us", "forward_numpy_us", "backward_fused_us", "backward_numpy_us"):
+            assert positive(r[key]), key
+
+
+def test_training_steps_of_both_backends_are_timed(quick_results):
+    steps = {(s["backend"], s["threads"]): s for s in quick_results["steps"]}
+    for backend in ("numpy", "numba"):
+        s = steps[backend, 1]
+        assert s["status"] == "ok"
+        assert positive(s["ms_per_step"])
+        assert s["steps_per_second"] == pytest.approx(1000 / s["ms_per_step"])
+    assert "torch" in {backend for backend, _ in steps}  # reported even when skipped or not installed
+
+
+def test_memory_and_compile_time_are_positive(quick_results):
+    memory = quick_results["memory"]
+    assert positive(memory["baseline_mib"]) and positive(memory["baseline_kernels_mib"])
+    assert positive(memory["training"]["maxrss_mib"])
+    assert memory["training"]["maxrss_mib"] >= memory["baseline_mib"]
+    assert quick_results["compile"]["cold"] is None  # --quick skips the cold compile
+    assert positive(quick_results["compile"]["warm"]["first_step_seconds"])
+
+
+def test_the_table_names_every_part(quick_results):
+    text = bench.format_results(quick_results)
+    for heading in ("Matrix products", "Fused layers", "Training step", "Memory",
+                    "First float32 training step"):
+        assert heading in text
+
+
+def test_product_shapes_are_the_three_products_of_each_layer():
+    shapes = bench.product_shapes(batch=64)
+    assert ("matmul", 64, 256, 1088) in shapes  # decoder output layer, forward
+    assert ("matmul_tn", 256, 64, 1088) in shapes  # its weight gradient
+    assert ("matmul_nt", 64, 1088, 256) in shapes  # its input gradient
+    assert len(shapes) == len(set(shapes)) == 15  # 6 layers x 3 products, two layers share a shape
+
+
+def test_a_failing_worker_is_reported_not_raised():
+    result = bench.run_worker("step", {"backend": "no-such-backend", "step_repeats": 1, "step_count": 1}, 1)
+    assert result["status"].startswith("error")
+
+
+def test_best_seconds_is_the_time_of_one_call():
+    calls = []
+    seconds = bench.best_seconds(lambda: calls.append(1), repeats=3, min_seconds=0.0)
+    assert positive(seconds) and seconds < 0.1
+    assert len(calls) == 1 + 3  # one warm-up call, then one call per repeat
