@@ -56,7 +56,13 @@ def resolve(name=None):
     return _current if name is None else check_backend(name)
 
 
+_kernels = None
+
+
 def kernels():
     """The compiled kernels module, imported on first use (importing numba takes a moment)."""
-    from . import kernels as module
-    return module
+    global _kernels
+    if _kernels is None:
+        from . import kernels as module
+        _kernels = module
+    return _kernels

@@ -128,7 +128,8 @@ def _train(model, x_train, x_val, epochs, batch_size, optimizer, patience, rng, 
             eps = rng.standard_normal((batch.shape[0], model.latent_dim)).astype(model.dtype)
             with np.errstate(over="ignore", invalid="ignore"):
                 loss, grads = model._loss_and_grads(batch, eps)
-            if not (np.isfinite(loss) and all(np.all(np.isfinite(g)) for g in grads.values())):
+            # one sum per gradient: a NaN or an infinity anywhere makes its sum non-finite
+            if not (np.isfinite(loss) and np.isfinite(sum(float(np.sum(g)) for g in grads.values()))):
                 model.set_params(best_params)
                 where = ("the initial parameters were restored" if history.best_epoch is None else
                          f"the parameters of the best epoch ({history.best_epoch + 1}) were restored")
@@ -138,9 +139,7 @@ def _train(model, x_train, x_val, epochs, batch_size, optimizer, patience, rng, 
             optimizer.step(model.params, grads)
             if average is not None:
                 decay = min(ema, (1 + history.steps + step) / (10 + history.steps + step))
-                for key, value in model.params.items():
-                    average[key] *= decay
-                    average[key] += (1 - decay) * value
+                _update_average(average, model, decay)
             total += loss * batch.shape[0]
         history.train_loss.append(total / n)
         history.steps += n_batches
@@ -186,3 +185,13 @@ def _train(model, x_train, x_val, epochs, batch_size, optimizer, patience, rng, 
               f"kept epoch {history.best_epoch + 1} ({history.best_val_loss:.3f})")
     return history
 
+
+def _update_average(average, model, decay):
+    """average ← decay · average + (1 - decay) · params, for every parameter, in place."""
+    if backends.resolve(model.backend) == "numba":
+        for key, value in model.params.items():
+            backends.kernels().ema_update(average[key], value, decay)
+        return
+    for key, value in model.params.items():
+        average[key] *= decay
+        average[key] += (1 - decay) * value

@@ -223,6 +223,13 @@ class VAE:
         h, _ = self.encoder.forward(self.params, x, self.backend)
         return h[:, :self.latent_dim], h[:, self.latent_dim:]
 
+    def _log_px(self, x, out):
+        """log p(x|z) per example from the decoder output ``out``, (N,): the likelihood's NumPy code, or
+        under the numba backend the compiled categorical log-softmax (the bulk of an evaluation)."""
+        if self.likelihood.name == "categorical" and backends.resolve(self.backend) == "numba":
+            return backends.kernels().categorical_loglik(out, x.astype(np.int64))
+        return self.likelihood.log_prob(x, out, self.params)
+
     def _decode(self, z):
         return self.decoder.forward(self.params, np.ascontiguousarray(z), self.backend)[0]
 
@@ -300,7 +307,7 @@ class VAE:
         for _ in range(n_samples):
             eps = rng.standard_normal(mu.shape).astype(self.dtype)
             z, _ = reparameterize(mu, logvar, eps)
-            reconstruction += self.likelihood.log_prob(x, self._decode(z), self.params)
+            reconstruction += self._log_px(x, self._decode(z))
             if kl == "monte_carlo":
                 kl_sum += self.prior.kl_monte_carlo(z, mu, logvar)
         kl_value = kl_sum / n_samples if kl == "monte_carlo" else self.prior.kl(mu, logvar)
@@ -367,7 +374,7 @@ class VAE:
                 z, _ = reparameterize(mu, logvar, eps)  # (k, b, latent_dim)
                 out = self._decode(z.reshape(-1, self.latent_dim))
                 x_rep = np.broadcast_to(xb, (k,) + xb.shape).reshape(-1, xb.shape[1])
-                log_px = self.likelihood.log_prob(x_rep, out, self.params).reshape(k, -1)
+                log_px = self._log_px(x_rep, out).reshape(k, -1)
                 log_w = (log_px + self.prior.log_prob(z)
                          - _diagonal_gaussian_log_prob_from_eps(eps, logvar)).astype(np.float64)
                 new_max = np.maximum(running_max, log_w.max(axis=0))

@@ -68,7 +68,7 @@ def test_training_with_either_backend_gives_the_same_parameters(optimizer_class)
         model = minivae.VAE(12, 3, hidden=(7,), num_values=5, dtype=np.float64, seed=0)
         options = {"momentum": 0.9} if optimizer_class is minivae.SGD else {}
         minivae.fit(model, x, x[:10], epochs=3, batch_size=16, optimizer=optimizer_class(lr=1e-2, **options),
-                    rng=np.random.default_rng(0), backend=name, verbose=False)
+                    rng=np.random.default_rng(0), ema=0.9, backend=name, verbose=False)
         results.append(model.params)
     for key in results[0]:
         np.testing.assert_allclose(results[1][key], results[0][key], rtol=1e-8, atol=1e-11)
