@@ -396,15 +396,8 @@ def plot_interpolation(images, image_shape=(8, 8), path=None, title=None, vmax=N
     -------
     fig : matplotlib.figure.Figure
     """
-    image_shape = _check_image_shape(image_shape)
-    images = _check_images(images, image_shape)
-    n_steps = images.shape[0]
-    fig = _new_figure(_grid_figsize(1, n_steps, extra_height=0.3 if title else 0.0))
-    ax = fig.add_subplot()
-    image_grid(images, image_shape, ncols=n_steps, ax=ax, vmax=vmax)
-    if title:
-        ax.set_title(title)
-    return _finish(fig, path)
+    images = _check_images(images, _check_image_shape(image_shape))
+    return plot_samples(images, image_shape, path, ncols=images.shape[0], title=title, vmax=vmax)
 
 
 # ---------------------------------------------------------------------------------------------
