@@ -15,6 +15,8 @@ from pathlib import Path
 DEFAULT_OUT = "minivae-run"
 TEST_NLL_SAMPLES = 512  # K of the importance-weighted test NLL: the number to report
 ELBO_SAMPLES = 100  # samples of z per test example for the reported -ELBO (the same expectation as 1, less noise)
+DEFAULT_EMA = 0.999  # Polyak averaging of the weights in `minivae train` (and the reference models of compare)
+DEFAULT_VAL_SAMPLES = 1  # samples of z per validation example, as in the reference setting
 
 
 def build_parser():
@@ -57,9 +59,9 @@ def build_parser():
     optimisation.add_argument("--batch-size", type=int, default=64)
     optimisation.add_argument("--epochs", type=int, default=1000, help="at most this many (default 1000)")
     optimisation.add_argument("--patience", type=int, default=20, help="early stopping patience (default 20)")
-    optimisation.add_argument("--val-samples", type=int, default=1,
+    optimisation.add_argument("--val-samples", type=int, default=DEFAULT_VAL_SAMPLES,
                               help="samples of z per validation example in the early-stopping -ELBO (default 1)")
-    optimisation.add_argument("--ema", type=float, default=0.999,
+    optimisation.add_argument("--ema", type=float, default=DEFAULT_EMA,
                               help="Polyak averaging: validate and keep a moving average of the weights with "
                                    "this decay (default 0.999; 0 trains the plain reference setting)")
     optimisation.add_argument("--seed", type=int, default=0)

@@ -71,7 +71,6 @@ REFERENCE_LATENT = 16
 REFERENCE_LR = 1e-3
 REFERENCE_BATCH_SIZE = 64
 REFERENCE_PATIENCE = 20
-REFERENCE_VAL_SAMPLES = 10
 NONLINEAR_MAX_EPOCHS = 500
 
 # --quick: tiny settings, for tests (seconds, not minutes); the numbers are not meaningful.
@@ -243,12 +242,13 @@ def _fit_reference(model, x_train, x_val, epochs, seed):
     """fit() with the reference optimiser settings of ``minivae train``; returns the History."""
     import numpy as np
 
+    from .cli import DEFAULT_EMA, DEFAULT_VAL_SAMPLES
     from .optim import Adamax
     from .training import fit
 
     return fit(model, x_train, x_val, epochs=epochs, batch_size=REFERENCE_BATCH_SIZE,
-               optimizer=Adamax(lr=REFERENCE_LR), patience=REFERENCE_PATIENCE,
-               rng=np.random.default_rng([seed, 2]), val_samples=REFERENCE_VAL_SAMPLES, verbose=False)
+               optimizer=Adamax(lr=REFERENCE_LR), patience=REFERENCE_PATIENCE, rng=np.random.default_rng(seed),
+               val_samples=DEFAULT_VAL_SAMPLES, ema=DEFAULT_EMA, verbose=False)
 
 
 def _evaluate_nonlinear(model, x_test, importance_samples, seed):
