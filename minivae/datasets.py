@@ -30,6 +30,8 @@ from importlib import resources
 
 import numpy as np
 
+from .checks import check_rng
+
 __all__ = [
     "DIGITS_SPLITS",
     "DIGITS_IMAGE_SHAPE",
@@ -427,11 +429,7 @@ def load_array(path, key=None):
 def _check_rng(rng, allow_none):
     if rng is None and allow_none:
         return
-    if not isinstance(rng, np.random.Generator):
-        expected = "a numpy.random.Generator" + (" or None" if allow_none else "")
-        raise TypeError(
-            f"rng must be {expected} (e.g. numpy.random.default_rng(0)); got {type(rng).__name__}"
-        )
+    check_rng(rng)
 
 
 def _check_real(value, name):

@@ -39,7 +39,8 @@ from collections import namedtuple
 
 import numpy as np
 
-LOG_2PI = float(np.log(2 * np.pi))
+from .checks import check_rng
+from .distributions import LOG_2PI
 
 # When the discarded eigenvalues average to (almost) zero -- constant data, q >= rank of the data,
 # fewer examples than dimensions -- the maximum-likelihood sigma2 is 0 and the likelihood is
@@ -491,9 +492,7 @@ class PPCA:
         z : (n, q) array, only if return_latent
         """
         self._check_fitted("sample")
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator (numpy.random.default_rng(seed)); "
-                            f"got {type(rng).__name__}")
+        check_rng(rng)
         if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n must be a non-negative int; got {n!r}")
         d, q = self.W_.shape
