@@ -405,7 +405,8 @@ class VAE:
 
     def save(self, path):
         """Write the parameters and the settings to an ``.npz`` file that loads without pickle."""
-        np.savez(path, **{CONFIG_KEY: np.array(json.dumps(self.config))}, **self.params)
+        config = dict(self.config, beta=self.beta)  # beta is a public attribute that may have changed
+        np.savez(path, **{CONFIG_KEY: np.array(json.dumps(config))}, **self.params)
 
     @classmethod
     def load(cls, path):

@@ -288,6 +288,9 @@ def test_save_load_round_trip_without_pickle(tmp_path):
     assert config["likelihood"] == "gaussian" and config["hidden"] == [5]
     loaded = minivae.VAE.load(path)
     assert loaded.config == model.config
+    model.beta = 4.0  # changed after construction: the checkpoint keeps the current value
+    model.save(path)
+    assert minivae.VAE.load(path).beta == 4.0
     for key in model.params:
         np.testing.assert_array_equal(loaded.params[key], model.params[key])
 
