@@ -12,11 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+from .reference import REFERENCE
+
 DEFAULT_OUT = "minivae-run"
-TEST_NLL_SAMPLES = 512  # K of the importance-weighted test NLL: the number to report
-ELBO_SAMPLES = 100  # samples of z per test example for the reported -ELBO (the same expectation as 1, less noise)
-DEFAULT_EMA = 0.999  # Polyak averaging of the weights in `minivae train` (and the reference models of compare)
-DEFAULT_VAL_SAMPLES = 1  # samples of z per validation example, as in the reference setting
 
 
 def build_parser():
@@ -45,30 +43,34 @@ def build_parser():
     model.add_argument("--likelihood", choices=["categorical", "bernoulli", "gaussian"], default="categorical")
     model.add_argument("--num-values", type=int,
                        help="values per dimension for categorical (default: 17 for the digits, max+1 for --data)")
-    model.add_argument("--latent", type=int, default=16, help="latent dimensions (default 16)")
-    model.add_argument("--hidden", default="256,256",
-                       help="hidden widths, comma separated; '' for a linear model (default 256,256)")
+    model.add_argument("--latent", type=int, default=REFERENCE.latent_dim,
+                       help=f"latent dimensions (default {REFERENCE.latent_dim})")
+    model.add_argument("--hidden", default=",".join(map(str, REFERENCE.hidden)),
+                       help="hidden widths, comma separated; '' for a linear model (default %(default)s)")
     model.add_argument("--activation", choices=["leaky_relu", "relu", "tanh", "sigmoid"], default="leaky_relu")
     model.add_argument("--variance", type=float, default=1.0, help="Gaussian σ² (initial value if learned)")
     model.add_argument("--learn-variance", action="store_true", help="learn the Gaussian σ²")
-    model.add_argument("--beta", type=float, default=1.0, help="KL weight in the training loss (default 1)")
+    model.add_argument("--beta", type=float, default=1.0, help="KL weight in the training loss (default %(default)s)")
     model.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     optimisation = train.add_argument_group("optimisation")
     optimisation.add_argument("--optimizer", choices=["adamax", "adam", "sgd"], default="adamax")
-    optimisation.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
-    optimisation.add_argument("--batch-size", type=int, default=64)
-    optimisation.add_argument("--epochs", type=int, default=1000, help="at most this many (default 1000)")
-    optimisation.add_argument("--patience", type=int, default=20, help="early stopping patience (default 20)")
-    optimisation.add_argument("--val-samples", type=int, default=DEFAULT_VAL_SAMPLES,
-                              help="samples of z per validation example in the early-stopping -ELBO (default 1)")
-    optimisation.add_argument("--ema", type=float, default=DEFAULT_EMA,
+    optimisation.add_argument("--lr", type=float, default=REFERENCE.lr,
+                              help=f"learning rate (default {REFERENCE.lr:g})")
+    optimisation.add_argument("--batch-size", type=int, default=REFERENCE.batch_size)
+    optimisation.add_argument("--epochs", type=int, default=REFERENCE.max_epochs,
+                              help=f"at most this many (default {REFERENCE.max_epochs})")
+    optimisation.add_argument("--patience", type=int, default=REFERENCE.patience,
+                              help=f"early stopping patience (default {REFERENCE.patience})")
+    optimisation.add_argument("--val-samples", type=int, default=REFERENCE.val_samples,
+                              help="samples of z per validation example in the early-stopping -ELBO (default %(default)s)")
+    optimisation.add_argument("--ema", type=float, default=REFERENCE.ema,
                               help="Polyak averaging: validate and keep a moving average of the weights with "
-                                   "this decay (default 0.999; 0 trains the plain reference setting)")
-    optimisation.add_argument("--seed", type=int, default=0)
+                                   "this decay (default %(default)s; 0 trains the plain reference setting)")
+    optimisation.add_argument("--seed", type=int, default=REFERENCE.seed)
     output = train.add_argument_group("output")
     output.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    output.add_argument("--test-samples", type=int, default=TEST_NLL_SAMPLES,
-                        help=f"K for the importance-weighted test NLL (default {TEST_NLL_SAMPLES})")
+    output.add_argument("--test-samples", type=int, default=REFERENCE.test_samples,
+                        help=f"K for the importance-weighted test NLL (default {REFERENCE.test_samples})")
     output.add_argument("--no-figures", action="store_true", help="skip the figures")
     output.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     train.set_defaults(run=run_train)
@@ -156,7 +158,7 @@ def run_train(args):
 
     rng = np.random.default_rng([args.seed, 1])
     test = x["test"]
-    reconstruction, kl = model.elbo_parts(test, n_samples=ELBO_SAMPLES, rng=rng)
+    reconstruction, kl = model.elbo_parts(test, n_samples=REFERENCE.elbo_samples, rng=rng)
     nll = -model.log_likelihood(test, n_samples=args.test_samples, rng=rng)
     summary = {
         "data": args.data or "digits",
@@ -166,7 +168,7 @@ def run_train(args):
         "test_rate": float(np.mean(kl)),
         "test_distortion": float(-np.mean(reconstruction)),
         "test_nll_samples": args.test_samples,
-        "test_elbo_samples": ELBO_SAMPLES,
+        "test_elbo_samples": REFERENCE.elbo_samples,
         "val_best_nelbo": history.best_val_loss,
         "best_epoch": None if history.best_epoch is None else history.best_epoch + 1,
         "epochs": history.epochs,

@@ -43,11 +43,12 @@ import sys
 import time
 from pathlib import Path
 
+from .reference import REFERENCE
+
 DEFAULT_OUT = "minivae-compare"
 DEFAULT_LATENT_SIZES = (2, 16)
 INPUT_DIM = 64  # the digits are 8x8
-IMPORTANCE_SAMPLES = 512  # K of every importance-weighted log p(x) estimate
-ELBO_SAMPLES = 100  # samples of z per test example in a sampled ELBO
+IMPORTANCE_SAMPLES = REFERENCE.test_samples  # K of every importance-weighted log p(x) estimate
 MONTE_CARLO_SLACK = 0.05  # nats per example: how far a K=512 estimate may stray from its bounds by chance
 
 # The linear VAE's optimisation (see the module docstring for why it has a schedule).
@@ -66,12 +67,7 @@ CURVE_WINDOW_NATS = 10.0  # the left panel shows the last 10 nats of the approac
 CURVE_LOG_FLOOR = 1e-4  # nats; distances below this are drawn at it on the right panel's log scale
 
 # The nonlinear models: the reference setting of ``minivae train``.
-REFERENCE_HIDDEN = (256, 256)
-REFERENCE_LATENT = 16
-REFERENCE_LR = 1e-3
-REFERENCE_BATCH_SIZE = 64
-REFERENCE_PATIENCE = 20
-NONLINEAR_MAX_EPOCHS = 500
+NONLINEAR_MAX_EPOCHS = 500  # fewer than REFERENCE.max_epochs: early stopping ends the run near epoch 130
 
 # --quick: tiny settings, for tests (seconds, not minutes); the numbers are not meaningful.
 QUICK = dict(linear_steps=1500, hidden=(16,), nonlinear_epochs=3, nonlinear_importance_samples=32)
@@ -242,21 +238,20 @@ def _fit_reference(model, x_train, x_val, epochs, seed):
     """fit() with the reference optimiser settings of ``minivae train``; returns the History."""
     import numpy as np
 
-    from .cli import DEFAULT_EMA, DEFAULT_VAL_SAMPLES
     from .optim import Adamax
     from .training import fit
 
-    return fit(model, x_train, x_val, epochs=epochs, batch_size=REFERENCE_BATCH_SIZE,
-               optimizer=Adamax(lr=REFERENCE_LR), patience=REFERENCE_PATIENCE, rng=np.random.default_rng(seed),
-               val_samples=DEFAULT_VAL_SAMPLES, ema=DEFAULT_EMA, verbose=False)
+    return fit(model, x_train, x_val, epochs=epochs, batch_size=REFERENCE.batch_size,
+               optimizer=Adamax(lr=REFERENCE.lr), patience=REFERENCE.patience, rng=np.random.default_rng(seed),
+               val_samples=REFERENCE.val_samples, ema=REFERENCE.ema, verbose=False)
 
 
 def _evaluate_nonlinear(model, x_test, importance_samples, seed):
-    """Test -ELBO (ELBO_SAMPLES draws) and -log p(x) (K importance samples), nats per example."""
+    """Test -ELBO (REFERENCE.elbo_samples draws) and -log p(x) (K importance samples), nats per example."""
     import numpy as np
 
     rng = np.random.default_rng([seed, 3])
-    nelbo = -float(np.mean(model.elbo(x_test, n_samples=ELBO_SAMPLES, rng=rng)))
+    nelbo = -float(np.mean(model.elbo(x_test, n_samples=REFERENCE.elbo_samples, rng=rng)))
     nll = -float(np.mean(model.log_likelihood(x_test, n_samples=importance_samples, rng=rng)))
     return nelbo, nll
 
@@ -334,7 +329,7 @@ def compare(latent_sizes=DEFAULT_LATENT_SIZES, seed=0, quick=False, linear_steps
     latent_sizes = [_latent_size(q) for q in latent_sizes]
     log = log or (lambda message: None)
     start = time.perf_counter()
-    settings = QUICK if quick else dict(linear_steps=LINEAR_STEPS, hidden=REFERENCE_HIDDEN,
+    settings = QUICK if quick else dict(linear_steps=LINEAR_STEPS, hidden=REFERENCE.hidden,
                                         nonlinear_epochs=NONLINEAR_MAX_EPOCHS,
                                         nonlinear_importance_samples=IMPORTANCE_SAMPLES)
     linear_steps = settings["linear_steps"] if linear_steps is None else linear_steps
@@ -417,7 +412,7 @@ def compare(latent_sizes=DEFAULT_LATENT_SIZES, seed=0, quick=False, linear_steps
     if train_run is not None:
         result["categorical_vae"] = categorical_from_run(train_run)
     elif nonlinear:
-        latent = REFERENCE_LATENT
+        latent = REFERENCE.latent_dim
         model = VAE(INPUT_DIM, latent, hidden=settings["hidden"], likelihood="categorical", seed=seed)
         log(f"training the categorical VAE (latent {latent}, hidden {settings['hidden']}) on the integer digits")
         history = _fit_reference(model, integer["train"], integer["val"], settings["nonlinear_epochs"], seed)
@@ -471,7 +466,7 @@ def table_rows(result):
         if "gaussian_vae" in entry:
             gaussian = entry["gaussian_vae"]
             name = "Gaussian VAE " + "x".join(str(h) for h in gaussian["hidden"])
-            add(q, name, f"-ELBO, {ELBO_SAMPLES} samples", None, gaussian["test_nelbo"])
+            add(q, name, f"-ELBO, {REFERENCE.elbo_samples} samples", None, gaussian["test_nelbo"])
             add(q, name, f"-log p(x), K={gaussian['importance_samples']}", None, gaussian["test_nll_iw"])
     categorical = result.get("categorical_vae")
     if categorical is not None:
