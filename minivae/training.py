@@ -128,6 +128,10 @@ def fit(model, x_train, x_val=None, objective=None, epochs=REFERENCE.max_epochs,
         if not callable(getattr(objective, method, None)):
             raise TypeError(f"objective must have a method {method}(); got {type(objective).__name__}")
     epochs = positive_int(epochs, "epochs")
+    warmup = getattr(objective, "warmup", None)
+    if warmup is not None and warmup > epochs:
+        raise ValueError(f"the objective's warm-up takes {warmup} epochs, longer than the run (epochs={epochs}): "
+                         f"the KL would never reach its full weight")
     batch_size = positive_int(batch_size, "batch_size")
     val_samples = positive_int(val_samples, "val_samples")
     if patience is not None:
