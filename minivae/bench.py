@@ -131,6 +131,7 @@ def _gemm_worker(options):
 
     from . import kernels
 
+    kernels.gemm.GEMM_ROUTE = "kernel"  # time the hand-written kernel itself; the route it would take is reported
     if options.get("threaded_kernels"):
         kernels.gemm.GEMM_THREADS = None  # the kernels' opt-in threading: numba.get_num_threads()
     rng = np.random.default_rng(0)
@@ -290,6 +291,49 @@ def _torch_reference(torch, seed=0):
     return encoder, decoder, negative_elbo
 
 
+def _torch_family_loss(torch, encoder, decoder, variant, parameters, generator):
+    """The PyTorch twin of a model-family step's loss, as minivae.variants builds it: a function
+    loss(x_int) -> scalar. Autograd differentiates it; minivae's hand-written gradients are the same."""
+    log_2pi = math.log(2 * math.pi)
+
+    def log_px_of(z, x_int):
+        logits = decoder(z.reshape(-1, LATENT_DIM)).view(*z.shape[:-1], INPUT_DIM, NUM_VALUES)
+        index = x_int.expand(*z.shape[:-1], INPUT_DIM)[..., None]
+        return torch.log_softmax(logits, dim=-1).gather(-1, index)[..., 0].sum(-1)
+
+    if variant == "iwae50":
+        k = 50
+
+        def loss(x_int):
+            h = encoder(x_int.float())
+            mu, logvar = h[:, :LATENT_DIM], h[:, LATENT_DIM:]
+            eps = torch.randn(k, *mu.shape, generator=generator)
+            z = mu + torch.exp(0.5 * logvar) * eps
+            log_pz = -0.5 * (log_2pi + z * z).sum(-1)
+            log_qz = -0.5 * (log_2pi + logvar + eps * eps).sum(-1)
+            log_w = log_px_of(z, x_int) + log_pz - log_qz
+            return -(torch.logsumexp(log_w, 0) - math.log(k)).mean()
+        return loss
+    if variant == "vamp50":
+        pseudo = torch.nn.Parameter(torch.randn(50, INPUT_DIM, generator=generator))
+        parameters.append(pseudo)
+
+        def loss(x_int):
+            h = encoder(x_int.float())
+            mu, logvar = h[:, :LATENT_DIM], h[:, LATENT_DIM:]
+            eps = torch.randn(mu.shape, generator=generator)
+            z = mu + torch.exp(0.5 * logvar) * eps
+            hu = encoder((NUM_VALUES - 1) * torch.sigmoid(pseudo))
+            mu_k, logvar_k = hu[:, :LATENT_DIM], hu[:, LATENT_DIM:]
+            diff = z[:, None, :] - mu_k[None]
+            log_components = -0.5 * (log_2pi + logvar_k + diff * diff * torch.exp(-logvar_k)).sum(-1)
+            log_pz = torch.logsumexp(log_components, 1) - math.log(50)
+            log_qz = -0.5 * (log_2pi + logvar + eps * eps).sum(-1)
+            return (log_qz - log_pz - log_px_of(z, x_int)).mean()
+        return loss
+    raise ValueError(f"no PyTorch twin of variant {variant!r}")
+
+
 def _torch_step_worker(options):
     try:
         import torch
@@ -299,17 +343,23 @@ def _torch_step_worker(options):
 
     torch.set_num_threads(options["threads"])
     encoder, decoder, negative_elbo = _torch_reference(torch)
-    optimizer = torch.optim.Adamax(list(encoder.parameters()) + list(decoder.parameters()),
-                                   lr=LEARNING_RATE)
+    parameters = list(encoder.parameters()) + list(decoder.parameters())
     batches = [torch.from_numpy(b.astype(np.int64)) for b in _reference_batches()]
     generator = torch.Generator().manual_seed(0)
+    variant = options.get("variant", "standard")
+    if variant == "standard":
+        def loss_of(batch):
+            eps = torch.randn(BATCH_SIZE, LATENT_DIM, generator=generator)
+            return negative_elbo(batch, eps).mean()
+    else:
+        loss_of = _torch_family_loss(torch, encoder, decoder, variant, parameters, generator)
+    optimizer = torch.optim.Adamax(parameters, lr=LEARNING_RATE)
     state = {"i": 0}
 
     def step():
         batch = batches[state["i"] % len(batches)]
         state["i"] += 1
-        eps = torch.randn(BATCH_SIZE, LATENT_DIM, generator=generator)
-        loss = negative_elbo(batch, eps).mean()
+        loss = loss_of(batch)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -575,7 +625,11 @@ def run_benchmark(quick=False, train=False, log=print):
     family = []
     for threads in thread_counts:
         for variant in FAMILY_STEPS:
-            for backend in ("numpy", "numba"):
+            for backend in ("numpy", "numba", "torch"):
+                if backend == "torch" and not settings["torch"]:
+                    family.append({"status": "skipped (--quick)", "variant": variant, "backend": backend,
+                                   "threads": threads})
+                    continue
                 result = run_worker("step", dict(step_options, backend=backend, variant=variant,
                                                  step_count=max(1, step_options["step_count"] // 10)), threads)
                 family.append(dict(result, variant=variant, backend=backend, threads=threads))
@@ -698,10 +752,16 @@ def format_results(results):
 
     if results.get("family_steps"):
         lines += ["", "Training steps of the model family (as `minivae variants` builds them; float32, batch 64)",
-                  f"  {'variant':<10} {'backend':<8} {'threads':>7} {'ms/step':>9}"]
+                  f"  {'variant':<10} {'backend':<8} {'threads':>7} {'ms/step':>9} {'vs torch':>9}"]
+        torch_ms = {(s["variant"], s["threads"]): s["ms_per_step"] for s in results["family_steps"]
+                    if s["backend"] == "torch" and "ms_per_step" in s}
         for s in results["family_steps"]:
-            timing = f"{s['ms_per_step']:>9.2f}" if "ms_per_step" in s else f"  {s['status']}"
-            lines.append(f"  {s['variant']:<10} {s['backend']:<8} {s['threads']:>7} {timing}")
+            if "ms_per_step" not in s:
+                lines.append(f"  {s['variant']:<10} {s['backend']:<8} {s['threads']:>7}  {s['status']}")
+                continue
+            ms = torch_ms.get((s["variant"], s["threads"]))
+            ratio = f"{ms / s['ms_per_step']:.2f}x" if ms else ""
+            lines.append(f"  {s['variant']:<10} {s['backend']:<8} {s['threads']:>7} {s['ms_per_step']:>9.2f} {ratio:>9}")
 
     memory = results["memory"]
     training = memory["training"]
