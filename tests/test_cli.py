@@ -50,7 +50,7 @@ def test_bad_options_are_reported_not_raised(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["train", "--latent", "0", "--out", str(tmp_path / "x"), "--quiet"])
     assert exit_info.value.code == 2
-    assert "latent_dim must be a positive integer" in capsys.readouterr().err
+    assert "--latent must be a positive integer; got 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["train", "--data", str(tmp_path / "missing.npy"), "--out", str(tmp_path / "y")])
     assert "missing.npy" in capsys.readouterr().err
