@@ -21,6 +21,7 @@ they were; files of an earlier run that this run does not write again are remove
 """
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -335,6 +336,9 @@ def check_train_options(args):
         _require(getattr(args, option) is None or getattr(args, separate) is None,
                  f"give --{option.replace('_', '-')} or --{separate.replace('_', '-')}, not both")
     _require(args.labels is None or args.label_column is None, "give --labels or --label-column, not both")
+    data_files = [path for path in (args.data, args.val_data, args.test_data) if path is not None]
+    _require(args.npz_key is None or any(path.lower().endswith(".npz") for path in data_files),
+             f"--npz-key applies to .npz files; {', '.join(map(repr, data_files))} holds none")
     hidden = parse_hidden(args.hidden)
     image_shape = None if args.image_shape is None else parse_image_shape(args.image_shape)
     return hidden, image_shape
@@ -467,7 +471,7 @@ def run_train(args):
     import numpy as np
 
     from . import optim
-    from .files import OutputFolder
+    from .files import OutputFolder, describe_os_error
     from .training import TrainingError, fit
     from .vae import VAE
 
@@ -486,7 +490,7 @@ def run_train(args):
                 likelihood=args.likelihood, num_values=num_values or 17, variance=args.variance,
                 learn_variance=args.learn_variance, beta=args.beta, seed=args.seed, dtype=args.dtype)
     optimizer = optim.make_optimizer(args.optimizer, args.lr)
-    log = (lambda *a: None) if args.quiet else print
+    log = (lambda *a: None) if args.quiet else functools.partial(print, flush=True)
     log(f"minivae train: {model}")
     log(f"  data: {args.data or 'digits'} train {len(x['train'])}, val {len(x['val'])}, "
         f"test {len(x['test'])}; {optimizer}, batch {args.batch_size}, patience {args.patience}")
@@ -515,6 +519,7 @@ def run_train(args):
 
     summary = {
         "data": args.data or "digits",
+        "n_train": len(x["train"]), "n_val": len(x["val"]), "n_test": len(x["test"]),
         "interrupted": interrupted_at is not None,
     }
     if interrupted_at is not None:
@@ -549,6 +554,10 @@ def run_train(args):
         folder.write_text("summary.json", json.dumps(summary, indent=2))
         with _signals_deferred():
             written = folder.commit(last="summary.json")
+    except OSError as error:
+        folder.discard()
+        raise OSError(error.errno, f"could not write the results to {str(out)!r}: {describe_os_error(error)}; "
+                                   f"nothing written, the folder keeps what it held") from error
     except BaseException:
         folder.discard()
         raise
