@@ -37,7 +37,7 @@ from .reference import REFERENCE
 
 DEFAULT_OUT = "minivae-run"
 EXIT_FAULT = 1  # the run met a fault: a file it cannot write, a full disk, training that diverged
-EXIT_USAGE = 2  # a bad option or bad input data (argparse's own code for a bad option)
+EXIT_USAGE = 2  # a bad option, a path to nothing, bad input data (argparse's own code for a bad option)
 INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # both end a run the same way, keeping its work
 
 # The categorical decoder has input_dim × num_values outputs (and as many columns in its last weight
@@ -220,6 +220,8 @@ def _describe_error(error):
         return EXIT_FAULT, f"training diverged: {error}"
     if isinstance(error, (ValueError, TypeError)):  # includes UnicodeDecodeError
         return EXIT_USAGE, str(error)
+    if isinstance(error, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):  # a path given wrong
+        return EXIT_USAGE, str(error) if error.errno is None else describe_os_error(error)
     if isinstance(error, OSError):  # missing and unreadable files, read-only folders, a full disk
         return EXIT_FAULT, describe_os_error(error)
     if isinstance(error, (EOFError, zipfile.BadZipFile)):  # a truncated archive read outside datasets
@@ -260,7 +262,10 @@ def _check_output_options(args):
     """Check, before any work, that the folders and files a command will write can be written."""
     from . import files
 
+    if args.command == "compare":
+        _check_compare_options(args)
     if args.command in ("train", "compare"):
+        _require(args.seed >= 0, f"--seed must be a non-negative integer; got {args.seed}")
         files.check_output_folder(args.out, "--out")
     elif args.command == "notebooks":
         files.check_output_folder(args.out_dir, "DIR")
@@ -269,6 +274,30 @@ def _check_output_options(args):
         if path.is_dir():
             raise ValueError(f"--json {args.json!r} is a folder; give a file name such as bench.json")
         files.check_output_folder(path.parent, "the folder of --json")
+
+
+def _check_compare_options(args):
+    """The options of ``minivae compare`` that it would otherwise meet only after minutes of training."""
+    from . import compare
+
+    if args.linear_steps is not None:
+        _require(args.linear_steps >= 1, f"--linear-steps must be a positive integer; got {args.linear_steps}")
+    if args.train_run is None:
+        return
+    try:
+        summary = json.loads((Path(args.train_run) / "summary.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        summary = None  # compare.categorical_from_run says what --train-run must be
+    except (ValueError, OSError) as error:
+        raise ValueError(f"--train-run {args.train_run!r}: its summary.json cannot be read ({error})") from None
+    if summary is not None:
+        _require(isinstance(summary, dict) and not summary.get("interrupted"),
+                 f"--train-run {args.train_run!r} was interrupted (its summary.json says so) and has no test "
+                 f"numbers; give a finished run")
+        missing = [key for key in ("test_nelbo", "test_nll") if key not in summary]
+        _require(not missing, f"--train-run {args.train_run!r}: its summary.json has no {', '.join(missing)}; "
+                              f"give the --out folder of a finished `minivae train` run")
+    compare.categorical_from_run(args.train_run)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -66,3 +66,45 @@ def test_import_and_help_do_not_compile_or_import_numba_or_matplotlib():
     subprocess.run([sys.executable, "-c", code], check=True)
     result = subprocess.run([sys.executable, "-m", "minivae", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "train" in result.stdout
+
+
+def _error_line(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    return exit_info.value.code, err[0]
+
+
+def test_every_command_checks_where_it_writes_before_working(tmp_path, capsys):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    code, line = _error_line(capsys, ["compare", "--quick", "--out", str(a_file)])
+    assert code == cli.EXIT_USAGE and line.startswith("minivae compare: error: --out") and "is a file" in line
+    code, line = _error_line(capsys, ["notebooks", str(a_file)])
+    assert code == cli.EXIT_USAGE and line.startswith("minivae notebooks: error: DIR") and "is a file" in line
+    code, line = _error_line(capsys, ["bench", "--quick", "--json", str(tmp_path)])
+    assert code == cli.EXIT_USAGE and "--json" in line and "is a folder" in line
+    assert a_file.read_text() == "mine"
+
+
+def test_compare_refuses_a_train_run_it_cannot_use_before_training(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text("{not json")
+    argv = ["compare", "--quick", "--latent", "2", "--no-nonlinear", "--train-run", str(run), "--out", str(tmp_path / "c")]
+    code, line = _error_line(capsys, argv)
+    assert code == cli.EXIT_USAGE and "--train-run" in line and "cannot be read" in line
+    (run / "summary.json").write_text(json.dumps({"data": "digits", "interrupted": True,
+                                                  "config": {"likelihood": "categorical"}}))
+    code, line = _error_line(capsys, argv)
+    assert code == cli.EXIT_USAGE and "was interrupted" in line
+    code, line = _error_line(capsys, argv[:-4] + ["--linear-steps", "0", "--out", str(tmp_path / "c")])
+    assert code == cli.EXIT_USAGE and "--linear-steps must be a positive integer; got 0" in line
+    assert not (tmp_path / "c" / "compare.json").exists()
+
+
+def test_errors_show_a_traceback_when_asked(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIVAE_TRACEBACK", "1")
+    with pytest.raises(ValueError, match="--test-samples must be a positive integer"):
+        cli.main(["train", "--test-samples", "0", "--out", str(tmp_path / "run")])

@@ -228,10 +228,10 @@ def test_a_damaged_or_unusual_data_file_is_one_line_and_nothing_is_written(fault
 def test_missing_data_file_and_a_folder_as_data(tmp_path, capsys):
     code, _, err = run_cli(capsys, ["train", "--data", str(tmp_path / "nope.csv"), *SMALL,
                                     "--out", str(tmp_path / "run")])
-    assert code == cli.EXIT_FAULT
+    assert code == cli.EXIT_USAGE
     assert_one_line(err, "nope.csv", "does not exist")
     code, _, err = run_cli(capsys, ["train", "--data", str(tmp_path), *SMALL, "--out", str(tmp_path / "run")])
-    assert code == cli.EXIT_FAULT
+    assert code == cli.EXIT_USAGE
     assert_one_line(err, "is a directory, not a file")
     assert list((tmp_path / "run").iterdir()) == []
 
