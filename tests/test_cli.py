@@ -108,3 +108,70 @@ def test_errors_show_a_traceback_when_asked(tmp_path, monkeypatch):
     monkeypatch.setenv("MINIVAE_TRACEBACK", "1")
     with pytest.raises(ValueError, match="--test-samples must be a positive integer"):
         cli.main(["train", "--test-samples", "0", "--out", str(tmp_path / "run")])
+
+
+def _sorted_digits_csv(path):
+    """The digits sorted by class, the label in the last column, as a spreadsheet would hold them."""
+    from minivae.datasets import load_digits
+
+    x, y = load_digits()
+    order = np.argsort(y, kind="stable")
+    np.savetxt(path, np.column_stack([x[order], y[order]]), fmt="%d", delimiter=",",
+               header=",".join([f"p{i}" for i in range(64)] + ["label"]), comments="")
+    return np.column_stack([x[order], y[order]])
+
+
+def test_a_file_sorted_by_class_is_split_shuffled_by_default_and_in_file_order_on_request(tmp_path):
+    table = _sorted_digits_csv(tmp_path / "sorted.csv")
+    base = ["train", "--data", str(tmp_path / "sorted.csv"), "--label-column", "-1"]
+    x, labels, image_shape = cli.load_training_data(cli.build_parser().parse_args(base))
+    assert image_shape == (8, 8) and x["train"].shape[1] == 64
+    assert len(np.unique(labels["test"])) == 10  # every class in the test set
+    assert sorted(np.concatenate([labels[name] for name in ("train", "val", "test")]).tolist()) == \
+        sorted(table[:, -1].tolist())  # a permutation: no row lost or repeated
+    x, labels, _ = cli.load_training_data(cli.build_parser().parse_args(base + ["--split", "file-order"]))
+    assert set(labels["test"].tolist()) == {9}  # the last rows of the file: one class only
+    assert np.array_equal(x["test"], table[-len(x["test"]):, :64])
+
+
+def test_separate_validation_and_test_files_and_a_labels_file(tmp_path):
+    rng = np.random.default_rng(0)
+    train, val, test = (rng.integers(0, 4, size=(n, 9)) for n in (30, 7, 5))
+    np.savez(tmp_path / "train.npz", images=train, other=train[:, :2])
+    np.save(tmp_path / "val.npy", val)
+    np.savetxt(tmp_path / "test.csv", test, fmt="%d", delimiter=";")
+    np.savetxt(tmp_path / "labels.txt", np.arange(30) % 3, fmt="%d")
+    args = cli.build_parser().parse_args(
+        ["train", "--data", str(tmp_path / "train.npz"), "--npz-key", "images", "--val-data", str(tmp_path / "val.npy"),
+         "--test-data", str(tmp_path / "test.csv"), "--labels", str(tmp_path / "labels.txt")])
+    x, labels, image_shape = cli.load_training_data(args)
+    assert sorted(map(tuple, x["train"].tolist())) == sorted(map(tuple, train.tolist()))  # all of --data
+    assert np.array_equal(x["val"], val) and np.array_equal(x["test"], test) and image_shape == (3, 3)
+    assert sorted(labels["train"].tolist()) == sorted((np.arange(30) % 3).tolist())
+    assert labels["test"] is None
+    np.save(tmp_path / "narrow.npy", test[:, :8])
+    args = cli.build_parser().parse_args(["train", "--data", str(tmp_path / "train.npz"), "--npz-key", "images",
+                                          "--test-data", str(tmp_path / "narrow.npy")])
+    with pytest.raises(ValueError, match="--test-data .*narrow.npy' has 8 columns; --data .* has 9"):
+        cli.load_training_data(args)
+
+
+def test_the_latent_figure_is_coloured_by_the_users_labels(tmp_path, monkeypatch):
+    from minivae import plots
+
+    _sorted_digits_csv(tmp_path / "sorted.csv")
+    seen = []
+    plot_latent = plots.plot_latent
+
+    def spy(z, labels=None, *args, **kwargs):
+        seen.append(labels)
+        return plot_latent(z, labels, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "plot_latent", spy)
+    out = tmp_path / "run"
+    assert cli.main(["train", "--data", str(tmp_path / "sorted.csv"), "--label-column", "-1", "--epochs", "1",
+                     "--hidden", "8", "--latent", "2", "--test-samples", "2", "--out", str(out), "--quiet"]) == 0
+    assert len(seen) == 1 and seen[0] is not None and len(np.unique(seen[0])) == 10
+    assert (out / "latent.png").read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["input_dim"] == 64  # the label column is not a pixel
