@@ -572,20 +572,25 @@ def run_train(args):
     })
 
     folder = OutputFolder(out, owned=TRAIN_OUTPUTS)
+    writing = "params.npz"  # what is being written, for the message if the disk says no
     try:
         model.save(folder.path("params.npz"))
+        writing = "history.json"
         folder.write_text("history.json", json.dumps(history.to_dict(), indent=1))
         if not args.no_figures and interrupted_at is None:
+            writing = "the figures"
             write_train_figures(model, history, x, labels, image_shape, folder,
                                 np.random.default_rng([args.seed, 2]))
+        writing = "summary.json"
         summary["files"] = folder.names + ["summary.json"]
         summary["seconds_total"] = time.perf_counter() - start
         folder.write_text("summary.json", json.dumps(summary, indent=2))
+        writing = "the files into place"
         with _signals_deferred():
             written = folder.commit(last="summary.json")
     except OSError as error:
         folder.discard()
-        raise OSError(error.errno, f"could not write the results to {str(out)!r}: {describe_os_error(error)}; "
+        raise OSError(error.errno, f"could not write {writing} in {str(out)!r}: {describe_os_error(error)}; "
                                    f"nothing written, the folder keeps what it held") from error
     except BaseException:
         folder.discard()

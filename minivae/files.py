@@ -46,7 +46,7 @@ def describe_os_error(error):
     """
     reason = error.strerror or str(error) or type(error).__name__
     code = errno.errorcode.get(error.errno)
-    if code:
+    if code and f"({code})" not in reason:
         reason += f" ({code})"
     if error.filename is not None:
         where = repr(os.fspath(error.filename))
