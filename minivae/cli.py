@@ -562,7 +562,7 @@ def run_train(args):
             summary.update(interrupted=True, interrupted_by=_interrupts.name, interrupted_at=interrupted_at)
     summary.update({
         "val_best_nelbo": history.best_val_loss,
-        "best_epoch": None if history.best_epoch is None else history.best_epoch + 1,
+        "best_epoch": history.best_epoch,
         "epochs": history.epochs,
         "steps": history.steps,
         "seconds": train_seconds,

@@ -80,7 +80,7 @@ def report(epoch, history):
     if (epoch + 1) % 10 == 0 or epoch == 0:
         print(f"epoch {epoch + 1:4d}: train -ELBO {history.train_loss[-1]:7.2f}, "
               f"validation -ELBO {history.val_loss[-1]:7.2f} (best {history.best_val_loss:.2f}, "
-              f"epoch {history.best_epoch + 1})", flush=True)
+              f"epoch {history.best_epoch})", flush=True)
     return False
 
 
@@ -88,7 +88,7 @@ history = minivae.fit(model, x_train, x_val, epochs=course.size(1000, 2), batch_
                       optimizer=minivae.Adamax(lr=1e-3), patience=20, rng=np.random.default_rng(0),
                       val_samples=10, verbose=False, callback=report)
 print(f"{history.epochs} epochs ({history.steps} steps) in {history.seconds:.0f} s; "
-      f"kept epoch {history.best_epoch + 1}, validation -ELBO {history.best_val_loss:.2f} nats")
+      f"kept epoch {history.best_epoch}, validation -ELBO {history.best_val_loss:.2f} nats")
 
 # %% [markdown]
 # ## The training curves
