@@ -524,24 +524,14 @@ def run_train(args):
     log(f"  data: {args.data or 'digits'} train {len(x['train'])}, val {len(x['val'])}, "
         f"test {len(x['test'])}; {optimizer}, batch {args.batch_size}, patience {args.patience}")
 
-    epochs_done = []  # fit's History, as the epochs end: kept if an interruption escapes fit
-
-    def remember(epoch, history):
-        epochs_done[:] = [history]
-
     try:
         history = fit(model, x["train"], x["val"], epochs=args.epochs, batch_size=args.batch_size,
                       optimizer=optimizer, patience=args.patience, rng=np.random.default_rng(args.seed),
-                      val_samples=args.val_samples, ema=args.ema or None, verbose=not args.quiet,
-                      callback=remember)
+                      val_samples=args.val_samples, ema=args.ema or None, verbose=not args.quiet)
     except TrainingError as error:
         raise TrainingError(f"{error} Nothing written to {str(out)!r}, which keeps what it held.") from None
-    except KeyboardInterrupt:
-        # a fit that does not catch the interruption itself: nothing trustworthy to keep
-        raise Interrupted(f"interrupted by {_interrupts.name} during training; nothing written to {str(out)!r}, "
-                          f"which keeps what it held") from None
     train_seconds = time.perf_counter() - start
-    interrupted_at = getattr(history, "interrupted_at", None) if getattr(history, "interrupted", False) else None
+    interrupted_at = history.interrupted_at if history.interrupted else None  # fit keeps its work on Ctrl-C
     if interrupted_at is not None and history.epochs == 0:
         raise Interrupted(f"interrupted by {_interrupts.name} during the first epoch; nothing to keep, nothing "
                           f"written to {str(out)!r}, which keeps what it held")

@@ -175,3 +175,20 @@ def test_the_latent_figure_is_coloured_by_the_users_labels(tmp_path, monkeypatch
     assert (out / "latent.png").read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["input_dim"] == 64  # the label column is not a pixel
+
+
+@pytest.mark.parametrize("likelihood_options", [["--likelihood", "categorical"],
+                                                ["--likelihood", "bernoulli", "--binarize", "0.5"],
+                                                ["--likelihood", "gaussian"],
+                                                ["--likelihood", "gaussian", "--learn-variance"]])
+def test_each_likelihood_trains_from_the_command_lines_defaults(likelihood_options, tmp_path, capsys):
+    """float32 and the default backend, as users run them; only the size is small."""
+    out = tmp_path / "run"
+    assert cli.main(["train", *likelihood_options, "--epochs", "2", "--hidden", "16", "--test-samples", "4",
+                     "--no-figures", "--quiet", "--out", str(out)]) == 0
+    assert capsys.readouterr().err == ""
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["likelihood"] == likelihood_options[1] and summary["config"]["dtype"] == "float32"
+    assert np.isfinite(summary["test_nll"]) and np.isfinite(summary["test_nelbo"])
+    model = VAE.load(out / "params.npz")
+    assert all(value.dtype == np.float32 for value in model.params.values())

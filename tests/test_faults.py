@@ -25,7 +25,6 @@ import pytest
 from minivae import VAE, cli
 from minivae.datasets import load_digits, save_idx
 from minivae.files import TEMPORARY_PREFIX
-from minivae.training import History
 
 SMALL = ["--epochs", "2", "--hidden", "8", "--latent", "2", "--test-samples", "4", "--quiet"]
 REPO = Path(__file__).resolve().parents[1]
@@ -390,10 +389,6 @@ def _train_until_epoch(out, epoch, extra=()):
     return process, lines
 
 
-FIT_KEEPS_ITS_WORK = hasattr(History(), "interrupted")  # fit returns on KeyboardInterrupt (minivae.training)
-
-
-@pytest.mark.skipif(not FIT_KEEPS_ITS_WORK, reason="this fit raises KeyboardInterrupt instead of returning")
 @pytest.mark.parametrize("signal_number, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupted_run_keeps_its_best_parameters_history_and_summary(signal_number, exit_code, tmp_path):
     out = tmp_path / "run"
