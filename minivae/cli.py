@@ -46,7 +46,8 @@ MAX_CATEGORICAL_VALUES = 256
 
 # What `minivae train` may write in its folder; those of an earlier run not written again are removed.
 TRAIN_FIGURES = ("curves.png", "reconstructions.png", "samples.png", "latent.png")
-TRAIN_OUTPUTS = ("params.npz", "history.json", "summary.json") + TRAIN_FIGURES
+TRAIN_OUTPUTS = ("params.npz", "optimizer.npz", "history.json", "summary.json") + TRAIN_FIGURES
+RESUME_MAY_CHANGE = ("out", "quiet", "no_figures", "resume", "epochs")  # every other setting is the run's
 
 SPLITS = ("shuffled", "file-order")
 SPLIT_STREAM = 3  # the split of --data shuffles with default_rng([seed, 3]), apart from training's streams
@@ -125,6 +126,9 @@ def build_parser():
                         help=f"K for the importance-weighted test NLL (default {REFERENCE.test_samples})")
     output.add_argument("--no-figures", action="store_true", help="skip the figures")
     output.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    output.add_argument("--resume", action="store_true",
+                        help="continue the interrupted run in --out with its recorded settings, parameters and "
+                             "optimizer state (give only --out, and --epochs to raise the limit)")
     train.set_defaults(run=run_train)
     from . import compare
     compare.add_parser(subcommands)
@@ -493,6 +497,91 @@ def prepare_for_likelihood(x, args):
 
 
 # --------------------------------------------------------------------------------------------------
+# minivae train --resume
+# --------------------------------------------------------------------------------------------------
+
+def resumed_arguments(args):
+    """The options of the run recorded in ``--out``/summary.json, with this command's --out, --quiet,
+    --no-figures and (if given) --epochs; a ValueError if the run cannot be resumed."""
+    out = Path(args.out)
+    defaults = vars(build_parser().parse_args(["train"]))
+    given = [key for key, value in vars(args).items()
+             if key not in RESUME_MAY_CHANGE and key in defaults and value != defaults[key]]
+    _require(not given, f"--resume takes the settings of the run in --out {str(out)!r}; do not give "
+                        f"{', '.join('--' + key.replace('_', '-') for key in given)}")
+    try:
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        history = json.loads((out / "history.json").read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise ValueError(f"--resume: --out {str(out)!r} holds no {Path(error.filename).name} of a "
+                         f"`minivae train` run") from None
+    except ValueError as error:
+        raise ValueError(f"--resume: the run in {str(out)!r} cannot be read ({error})") from None
+    settings = summary.get("settings") if isinstance(summary, dict) else None
+    _require(isinstance(settings, dict) and isinstance(history, dict) and "epochs" in history,
+             f"--resume: {str(out / 'summary.json')!r} is not the summary of a `minivae train` run")
+    resumed = argparse.Namespace(**dict(defaults, **settings))
+    for key in RESUME_MAY_CHANGE:
+        setattr(resumed, key, getattr(args, key))
+    if args.epochs == defaults["epochs"]:
+        resumed.epochs = settings.get("epochs", defaults["epochs"])
+    done = int(history["epochs"])
+    _require(not history.get("stopped_early"),
+             f"--resume: the run in {str(out)!r} stopped early (no better validation -ELBO for "
+             f"{resumed.patience} epochs); there is nothing to resume")
+    _require(done < resumed.epochs,
+             f"--resume: the run in {str(out)!r} has finished its {done} epochs; give --epochs above {done} "
+             f"to train it further")
+    resumed.run, resumed.command = args.run, args.command
+    return resumed, history
+
+
+def load_resumed_state(out, model_config, optimizer):
+    """The model and the optimizer state of the run in ``out``, checked against each other."""
+    import numpy as np
+
+    from .vae import VAE
+
+    model = VAE.load(out / "params.npz")
+    for key in ("input_dim", "latent_dim", "hidden", "likelihood", "num_values", "dtype"):
+        _require(model.config[key] == model_config[key],
+                 f"--resume: {str(out / 'params.npz')!r} holds a model with {key}={model.config[key]!r}; "
+                 f"the run's settings and data give {model_config[key]!r}")
+    path = out / "optimizer.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as archive:
+            state = {name: archive[name] for name in archive.files}
+        for name, value in state.items():
+            key = name.partition("/")[2]
+            if name != "t":
+                _require(key in model.params and value.shape == model.params[key].shape,
+                         f"--resume: {str(path)!r} does not match the parameters in params.npz "
+                         f"({name!r} has shape {value.shape})")
+        optimizer.load_state_dict(state)
+    return model
+
+
+def merge_histories(before, after):
+    """One History of a run resumed after ``before`` (the dict of history.json) and continued by
+    ``after`` (the History of the resumed fit): lists joined, epochs renumbered from the first."""
+    from .training import History
+
+    done = int(before["epochs"])
+    merged = History(**{key: value for key, value in before.items() if key in History.__dataclass_fields__})
+    for name in ("train_loss", "train_rate", "train_distortion", "val_loss"):
+        getattr(merged, name).extend(getattr(after, name))
+    merged.epochs, merged.steps = done + after.epochs, merged.steps + after.steps
+    merged.seconds += after.seconds
+    if after.best_val_loss is not None and (merged.best_val_loss is None or after.best_val_loss < merged.best_val_loss):
+        merged.best_epoch, merged.best_val_loss = done + after.best_epoch, after.best_val_loss
+    merged.stopped_early, merged.interrupted = after.stopped_early, after.interrupted
+    merged.interrupted_at = None
+    if after.interrupted_at is not None:
+        merged.interrupted_at = dict(after.interrupted_at, epoch=done + after.interrupted_at["epoch"])
+    return merged
+
+
+# --------------------------------------------------------------------------------------------------
 # minivae train: the run
 # --------------------------------------------------------------------------------------------------
 
@@ -505,6 +594,9 @@ def run_train(args):
     from .vae import VAE
 
     start = time.perf_counter()
+    previous = None  # the history of the run being resumed
+    if args.resume:
+        args, previous = resumed_arguments(args)
     hidden, image_shape_option = check_train_options(args)
     out = Path(args.out)  # checked by main: a folder we can write to
     x, labels, image_shape = load_training_data(args)
@@ -519,17 +611,35 @@ def run_train(args):
                 likelihood=args.likelihood, num_values=num_values or 17, variance=args.variance,
                 learn_variance=args.learn_variance, beta=args.beta, seed=args.seed, dtype=args.dtype)
     optimizer = optim.make_optimizer(args.optimizer, args.lr)
+    done = 0  # epochs finished before this command
+    if previous is not None:
+        model = load_resumed_state(out, model.config, optimizer)
+        kept = {key: value.copy() for key, value in model.params.items()}  # the best so far
+        done = int(previous["epochs"])
     log = (lambda *a: None) if args.quiet else functools.partial(print, flush=True)
     log(f"minivae train: {model}")
     log(f"  data: {args.data or 'digits'} train {len(x['train'])}, val {len(x['val'])}, "
         f"test {len(x['test'])}; {optimizer}, batch {args.batch_size}, patience {args.patience}")
+    if previous is not None:
+        best = previous.get("best_val_loss")
+        log(f"  resuming after epoch {done}" + ("" if best is None else f" (best {best:.3f} at epoch "
+                                                                         f"{previous['best_epoch']})")
+            + "; the epochs below count from the resumed start")
 
+    rng = np.random.default_rng(args.seed if done == 0 else [args.seed, done])  # a resumed run: a new stream
     try:
-        history = fit(model, x["train"], x["val"], epochs=args.epochs, batch_size=args.batch_size,
-                      optimizer=optimizer, patience=args.patience, rng=np.random.default_rng(args.seed),
-                      val_samples=args.val_samples, ema=args.ema or None, verbose=not args.quiet)
+        history = fit(model, x["train"], x["val"], epochs=args.epochs - done, batch_size=args.batch_size,
+                      optimizer=optimizer, patience=args.patience, rng=rng, val_samples=args.val_samples,
+                      ema=args.ema or None, verbose=not args.quiet)
     except TrainingError as error:
         raise TrainingError(f"{error} Nothing written to {str(out)!r}, which keeps what it held.") from None
+    if previous is not None:
+        new_epochs = history.epochs
+        history = merge_histories(previous, history)
+        if history.best_epoch is not None and history.best_epoch <= done:
+            model.set_params(kept)  # no resumed epoch beat the best before the interruption
+        if history.interrupted and new_epochs == 0:
+            history.interrupted_at = dict(history.interrupted_at, epoch=done + 1)
     train_seconds = time.perf_counter() - start
     interrupted_at = history.interrupted_at if history.interrupted else None  # fit keeps its work on Ctrl-C
     if interrupted_at is not None and history.epochs == 0:
@@ -540,6 +650,7 @@ def run_train(args):
         "data": args.data or "digits",
         "n_train": len(x["train"]), "n_val": len(x["val"]), "n_test": len(x["test"]),
         "interrupted": interrupted_at is not None,
+        "resumed_after_epoch": done or None,
     }
     if interrupted_at is not None:
         summary["interrupted_by"] = _interrupts.name
@@ -565,6 +676,8 @@ def run_train(args):
     writing = "params.npz"  # what is being written, for the message if the disk says no
     try:
         model.save(folder.path("params.npz"))
+        writing = "optimizer.npz"
+        np.savez(folder.path("optimizer.npz"), **optimizer.state_dict())
         writing = "history.json"
         folder.write_text("history.json", json.dumps(history.to_dict(), indent=1))
         if not args.no_figures and interrupted_at is None:

@@ -92,7 +92,8 @@ def test_compare_refuses_a_train_run_it_cannot_use_before_training(tmp_path, cap
     run = tmp_path / "run"
     run.mkdir()
     (run / "summary.json").write_text("{not json")
-    argv = ["compare", "--quick", "--latent", "2", "--no-nonlinear", "--train-run", str(run), "--out", str(tmp_path / "c")]
+    argv = ["compare", "--quick", "--latent", "2", "--no-nonlinear", "--train-run", str(run),
+            "--out", str(tmp_path / "c")]
     code, line = _error_line(capsys, argv)
     assert code == cli.EXIT_USAGE and "--train-run" in line and "cannot be read" in line
     (run / "summary.json").write_text(json.dumps({"data": "digits", "interrupted": True,

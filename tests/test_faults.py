@@ -360,7 +360,8 @@ def test_a_rerun_without_figures_removes_the_old_figures_and_lists_its_files(cap
                                     "--out", str(out)])
     assert code == 0 and err == []
     summary = json.loads((out / "summary.json").read_text())
-    assert sorted(summary["files"]) == sorted(os.listdir(out)) == ["history.json", "params.npz", "summary.json"]
+    assert sorted(summary["files"]) == sorted(os.listdir(out)) == ["history.json", "optimizer.npz", "params.npz",
+                                                                   "summary.json"]
     assert (out / "params.npz").read_bytes() != before["params.npz"]  # seed 1: a new run
 
 
@@ -405,12 +406,24 @@ def test_an_interrupted_run_keeps_its_best_parameters_history_and_summary(signal
     assert finished >= 3 and len(history["val_loss"]) == finished
     assert summary["interrupted_at"]["epoch"] in (finished, finished + 1)  # 1-based: the epoch that was running
     assert summary["best_epoch"] == 1 + int(np.argmin(history["val_loss"]))
-    assert sorted(summary["files"]) == sorted(os.listdir(out)) == ["history.json", "params.npz", "summary.json"]
+    assert sorted(summary["files"]) == sorted(os.listdir(out)) == ["history.json", "optimizer.npz", "params.npz",
+                                                                   "summary.json"]
     model = VAE.load(out / "params.npz")
     # the parameters kept are those whose validation -ELBO is the best recorded (up to 1-sample noise)
     val = load_digits("val")[0]
     nelbo = -np.mean(model.elbo(val, n_samples=20, rng=np.random.default_rng(0)))
     assert abs(nelbo - summary["val_best_nelbo"]) < 3.0
+
+    # --resume continues it from its folder, with its settings, to a new limit of epochs
+    assert cli.main(["train", "--resume", "--out", str(out), "--epochs", str(finished + 2), "--quiet",
+                     "--no-figures"]) == 0
+    resumed = json.loads((out / "summary.json").read_text())
+    resumed_history = json.loads((out / "history.json").read_text())
+    assert resumed["interrupted"] is False and resumed["resumed_after_epoch"] == finished
+    assert resumed["epochs"] == len(resumed_history["val_loss"]) == finished + 2
+    assert resumed_history["val_loss"][:finished] == history["val_loss"]
+    assert resumed["best_epoch"] == 1 + int(np.argmin(resumed_history["val_loss"]))
+    assert resumed["settings"]["hidden"] == "16" and resumed["config"]["latent_dim"] == 2
 
 
 def test_an_interruption_before_the_first_epoch_ends_leaves_the_previous_run_whole(capsys, monkeypatch, user_data,
@@ -442,4 +455,39 @@ def test_an_interruption_before_the_first_epoch_ends_leaves_the_previous_run_who
     assert code == 130
     assert len(steps) <= 4  # stopped at once, not at the end of the epoch (12 steps)
     assert_one_line(err, "interrupted by SIGINT", "keeps what it held")
+    assert snapshot(out) == before
+
+
+# --------------------------------------------------------------------------------------------------
+# --resume: what it refuses
+# --------------------------------------------------------------------------------------------------
+
+def test_resume_refuses_a_lying_checkpoint_without_allocating(capsys, previous_run):
+    """A few-KB params.npz whose settings claim input_dim = 10**9: refused, naming the key."""
+    out, _ = previous_run
+    with np.load(out / "params.npz", allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    config = json.loads(str(arrays["__config__"]))
+    config["input_dim"] = 10**9
+    arrays["__config__"] = np.array(json.dumps(config))
+    np.savez(out / "params.npz", **arrays)
+    before = snapshot(out)
+    code, stdout, err = run_cli(capsys, ["train", "--resume", "--epochs", "4", "--out", str(out)])
+    assert code == cli.EXIT_USAGE
+    assert_one_line(err, "params.npz", "encoder.0.W")
+    assert "epoch" not in stdout
+    assert snapshot(out) == before
+
+
+def test_resume_refuses_other_settings_a_finished_run_and_an_empty_folder(tmp_path, capsys, previous_run):
+    out, before = previous_run
+    code, _, err = run_cli(capsys, ["train", "--resume", "--lr", "0.1", "--latent", "3", "--out", str(out)])
+    assert code == cli.EXIT_USAGE
+    assert_one_line(err, "--resume takes the settings of the run", "--latent", "--lr")
+    code, _, err = run_cli(capsys, ["train", "--resume", "--out", str(out)])
+    assert code == cli.EXIT_USAGE
+    assert_one_line(err, "has finished its 2 epochs; give --epochs above 2")
+    code, _, err = run_cli(capsys, ["train", "--resume", "--out", str(tmp_path / "empty")])
+    assert code == cli.EXIT_USAGE
+    assert_one_line(err, "holds no summary.json")
     assert snapshot(out) == before
