@@ -682,8 +682,14 @@ def run_train(args):
         folder.write_text("history.json", json.dumps(history.to_dict(), indent=1))
         if not args.no_figures and interrupted_at is None:
             writing = "the figures"
-            write_train_figures(model, history, x, labels, image_shape, folder,
-                                np.random.default_rng([args.seed, 2]))
+            try:
+                write_train_figures(model, history, x, labels, image_shape, folder,
+                                    np.random.default_rng([args.seed, 2]))
+            except KeyboardInterrupt:  # the run is complete: keep it, without the figures
+                for name in TRAIN_FIGURES:
+                    folder.forget(name)
+                interrupted_at = {"during": "figures"}
+                summary.update(interrupted=True, interrupted_by=_interrupts.name, interrupted_at=interrupted_at)
         writing = "summary.json"
         summary["files"] = folder.names + ["summary.json"]
         summary["seconds_total"] = time.perf_counter() - start

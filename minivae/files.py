@@ -215,6 +215,13 @@ class OutputFolder:
         with open(self.path(name), "wb") as file:
             file.write(text.encode("utf-8"))
 
+    def forget(self, name):
+        """Drop the file ``name`` from this run (removing what was written of it), e.g. a figure
+        whose drawing was interrupted."""
+        temporary = self._pending.pop(name, None)
+        if temporary is not None:
+            _remove_quietly(temporary)
+
     @property
     def names(self):
         """The names of the files written so far, in order."""

@@ -491,3 +491,30 @@ def test_resume_refuses_other_settings_a_finished_run_and_an_empty_folder(tmp_pa
     assert code == cli.EXIT_USAGE
     assert_one_line(err, "holds no summary.json")
     assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("stage", ["evaluate", "write_train_figures"])
+def test_an_interruption_after_training_keeps_the_trained_model(stage, capsys, monkeypatch, user_data,
+                                                                 previous_run):
+    """A real SIGINT to this process while the test numbers are computed, or while the figures are
+    drawn: the training is finished, so its parameters and history are kept; the summary says what
+    is missing."""
+    out, before = previous_run
+    real = getattr(cli, stage)
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cli, stage, interrupted)
+    code, _, err = run_cli(capsys, ["train", "--data", str(user_data[0]), *SMALL, "--seed", "4", "--out", str(out)])
+    assert code == 130
+    assert_one_line(err, "interrupted by SIGINT during the", "kept the best (epoch")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["epochs"] == 2
+    assert summary["interrupted_at"] == {"during": "test evaluation" if stage == "evaluate" else "figures"}
+    assert ("test_nll" in summary) == (stage != "evaluate")
+    assert sorted(summary["files"]) == sorted(os.listdir(out)) == ["history.json", "optimizer.npz", "params.npz",
+                                                                   "summary.json"]
+    assert (out / "params.npz").read_bytes() != before["params.npz"]  # seed 4: this run's parameters
+    VAE.load(out / "params.npz")

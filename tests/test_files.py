@@ -56,6 +56,9 @@ def test_output_folder_discard_keeps_the_previous_files(tmp_path):
     folder.write_text("history.json", "new")
     folder.discard()
     assert os.listdir(tmp_path) == ["params.npz"] and (tmp_path / "params.npz").read_text() == "old"
+    folder.path("params.npz").write_text("half a figure")
+    folder.forget("params.npz")  # dropped from the run: its temporary file goes
+    assert os.listdir(tmp_path) == ["params.npz"] and folder.names == []
     folder.path("history.json")  # asked for, never written: commit refuses and cleans up
     with pytest.raises(RuntimeError, match="never written"):
         folder.commit()
