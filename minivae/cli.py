@@ -226,7 +226,7 @@ def _describe_error(error):
         return EXIT_USAGE, str(error)
     if isinstance(error, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):  # a path given wrong
         return EXIT_USAGE, str(error) if error.errno is None else describe_os_error(error)
-    if isinstance(error, OSError):  # missing and unreadable files, read-only folders, a full disk
+    if isinstance(error, OSError):  # unreadable files, read-only folders, a full disk
         return EXIT_FAULT, describe_os_error(error)
     if isinstance(error, (EOFError, zipfile.BadZipFile)):  # a truncated archive read outside datasets
         return EXIT_FAULT, f"a file ended early or is damaged: {error}"

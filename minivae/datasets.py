@@ -477,8 +477,9 @@ def load_array(path, key=None):
         * ``.npy``: a NumPy array (loaded with ``allow_pickle=False``);
         * ``.npz``: the array named ``key``; without ``key``, the array named ``"x"`` if there is
           one, else the only array;
-        * ``.csv``, ``.txt``, ``.csv.gz``, ``.txt.gz``: rows of comma- or whitespace-separated
-          numbers; a first line that is not all numbers is taken as a header and skipped;
+        * ``.csv``, ``.txt``, ``.csv.gz``, ``.txt.gz``: rows of comma-, semicolon- or
+          whitespace-separated numbers, in UTF-8 (a byte-order mark is skipped; UTF-16 with its
+          mark is read too); a first line that is not all numbers is taken as a header and skipped;
         * IDX (``.idx``, ``*-ubyte`` such as ``train-images.idx3-ubyte``, optionally ``.gz``):
           see :func:`load_idx`.
     key : str, optional
@@ -496,8 +497,11 @@ def load_array(path, key=None):
     FileNotFoundError
         If ``path`` is not an existing file.
     ValueError
-        For an unsupported extension, a bad ``key``, unparsable text, an IDX file whose size does
-        not match its header, an object (pickled) array, or an array with no dimension.
+        For an unsupported extension, a bad ``key``, text in another encoding or with an empty or
+        non-numeric cell (named by row and column), a truncated or corrupt ``.gz``, ``.npz`` or
+        ``.npy``, an IDX file whose size does not match its header, an object (pickled) array, or
+        an array with no dimension. NaN and infinite values are returned as they are: see
+        :func:`check_values`.
     """
     path = _check_existing_file(path)
     fmt = _file_format(path)
