@@ -43,6 +43,11 @@ INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # both end a run the same w
 # The categorical decoder has input_dim × num_values outputs (and as many columns in its last weight
 # matrix), so a stray large integer in a file would ask for gigabytes: 256 is an 8-bit image's range.
 MAX_CATEGORICAL_VALUES = 256
+# The largest model `minivae train` builds: 10**8 parameters are 400 MB in float32, and training keeps
+# about four times that (gradients, two optimizer moments, the weight average). The reference model has
+# 0.44 million; a categorical decoder for MNIST with 256 values, 51 million. A transposed file (its
+# examples in columns) or a typo in --hidden asks for far more.
+MAX_PARAMETERS = 10**8
 
 # What `minivae train` may write in its folder; those of an earlier run not written again are removed.
 TRAIN_FIGURES = ("curves.png", "reconstructions.png", "samples.png", "latent.png")
@@ -356,6 +361,9 @@ def check_train_options(args):
         value = getattr(args, option)
         if value is not None:
             _require(0 <= value < 1, f"--{option.replace('_', '-')} must lie in [0, 1); got {value}")
+    fractions = (args.val_fraction or 0) + (args.test_fraction or 0)
+    _require(fractions < 1, f"--val-fraction + --test-fraction must be below 1 to leave training rows; got "
+                            f"{args.val_fraction} + {args.test_fraction}")
     if args.data is None:
         for option in ("val_data", "test_data", "labels", "label_column", "npz_key", "val_fraction",
                        "test_fraction", "split"):
@@ -472,6 +480,27 @@ def check_for_likelihood(x, name, args):
                          f"decoder would need {x.max() + 1:.0f} values per dimension; the limit is "
                          f"{MAX_CATEGORICAL_VALUES} (MAX_CATEGORICAL_VALUES). Check the file for a stray value, "
                          f"or use --likelihood gaussian")
+
+
+def check_model_size(input_dim, latent_dim, hidden, num_values, n_train):
+    """Refuse, before any allocation, a model of more than ``MAX_PARAMETERS`` parameters.
+
+    The encoder maps input_dim -> hidden -> 2 latent_dim and the decoder latent_dim -> reversed
+    hidden -> input_dim × num_values (categorical) or input_dim; each layer has in × out + out
+    parameters.
+    """
+    output_dim = input_dim * (num_values or 1)
+    sizes = [(input_dim, *hidden, 2 * latent_dim), (latent_dim, *hidden[::-1], output_dim)]
+    n_params = sum(a * b + b for layers in sizes for a, b in zip(layers[:-1], layers[1:]))
+    if n_params > MAX_PARAMETERS:
+        shape = f"{n_train} training rows of {input_dim} columns"
+        hint = (" Are the examples in the columns of the file? minivae takes one example per row."
+                if input_dim > n_train else "")
+        raise ValueError(f"this model would have {n_params:.3g} parameters ({4 * n_params / 2**30:.1f} GiB in "
+                         f"float32, about four times that while training); the limit is {MAX_PARAMETERS:.0e} "
+                         f"(MAX_PARAMETERS). The data: {shape}; --hidden {','.join(map(str, hidden))}, --latent "
+                         f"{latent_dim}" + (f", {num_values} values per dimension" if num_values else "")
+                         + f".{hint}")
 
 
 def prepare_for_likelihood(x, args):
@@ -607,6 +636,7 @@ def run_train(args):
                  f"--image-shape {args.image_shape} has {image_shape_option[0] * image_shape_option[1]} pixels; "
                  f"the data has {input_dim} columns")
         image_shape = image_shape_option
+    check_model_size(input_dim, args.latent, hidden, num_values, len(x["train"]))
     model = VAE(input_dim, args.latent, hidden=hidden, activation=args.activation,
                 likelihood=args.likelihood, num_values=num_values or 17, variance=args.variance,
                 learn_variance=args.learn_variance, beta=args.beta, seed=args.seed, dtype=args.dtype)

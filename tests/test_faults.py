@@ -190,6 +190,12 @@ def _npy_fraction(folder, x):
     return folder / "d.npy"
 
 
+def _npy_transposed(folder, x):
+    """Images in the columns: 10 rows of 60000 values 0..255 ask for a decoder of 60000 × 256 outputs."""
+    np.save(folder / "d.npy", np.random.default_rng(1).integers(0, 256, size=(10, 60000), dtype=np.uint8))
+    return folder / "d.npy"
+
+
 DATA_FAULTS = {
     # name: (writer, fragments the one line must hold)
     "npz truncated": (_npz_truncated, ["d.npz", "truncated or corrupt"]),
@@ -208,6 +214,8 @@ DATA_FAULTS = {
     "stray large value": (_npy_stray_large_value, ["d.npy", "row 3, column 6", "1000000001 values",
                                                    "MAX_CATEGORICAL_VALUES"]),
     "fraction for categorical": (_npy_fraction, ["d.npy", "row 2, column 2 holds 2.5", "integers"]),
+    "transposed file": (_npy_transposed, ["MAX_PARAMETERS", "8 training rows of 60000 columns",
+                                          "Are the examples in the columns of the file?"]),
 }
 
 
@@ -265,6 +273,8 @@ def test_a_failed_run_does_not_leave_a_process_traceback(tmp_path, user_data):
     (["--image-shape", "3x3"], ["--image-shape 3x3 has 9 pixels; the data has 16 columns"]),
     (["--image-shape", "4by4"], ["--image-shape must be HEIGHTxWIDTH", "'4by4'"]),
     (["--hidden", "8,x"], ["--hidden must be comma-separated positive integers", "'8,x'"]),
+    (["--hidden", "100000,100000"], ["would have 2e+10 parameters (74.5 GiB", "the limit is 1e+08 (MAX_PARAMETERS)"]),
+    (["--val-fraction", "0.5", "--test-fraction", "0.5"], ["--val-fraction + --test-fraction must be below 1"]),
     (["--ema", "1"], ["--ema must be a decay in [0, 1)"]),
     (["--val-fraction", "0"], ["no validation rows", "--val-fraction"]),
     (["--num-values", "100000"], ["--num-values must be from 2 to 256"]),
