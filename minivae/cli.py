@@ -555,12 +555,14 @@ def resumed_arguments(args):
     if args.epochs == defaults["epochs"]:
         resumed.epochs = settings.get("epochs", defaults["epochs"])
     done = int(history["epochs"])
-    _require(not history.get("stopped_early"),
-             f"--resume: the run in {str(out)!r} stopped early (no better validation -ELBO for "
-             f"{resumed.patience} epochs); there is nothing to resume")
-    _require(done < resumed.epochs,
-             f"--resume: the run in {str(out)!r} has finished its {done} epochs; give --epochs above {done} "
-             f"to train it further")
+    after_training = "during" in (summary.get("interrupted_at") or {})  # stopped in the evaluation or figures
+    if not after_training:
+        _require(not history.get("stopped_early"),
+                 f"--resume: the run in {str(out)!r} stopped early (no better validation -ELBO for "
+                 f"{resumed.patience} epochs); there is nothing to resume")
+        _require(done < resumed.epochs,
+                 f"--resume: the run in {str(out)!r} has finished its {done} epochs; give --epochs above {done} "
+                 f"to train it further")
     resumed.run, resumed.command = args.run, args.command
     return resumed, history
 
@@ -603,7 +605,9 @@ def merge_histories(before, after):
     merged.seconds += after.seconds
     if after.best_val_loss is not None and (merged.best_val_loss is None or after.best_val_loss < merged.best_val_loss):
         merged.best_epoch, merged.best_val_loss = done + after.best_epoch, after.best_val_loss
-    merged.stopped_early, merged.interrupted = after.stopped_early, after.interrupted
+    if after.epochs:
+        merged.stopped_early = after.stopped_early
+    merged.interrupted = after.interrupted
     merged.interrupted_at = None
     if after.interrupted_at is not None:
         merged.interrupted_at = dict(after.interrupted_at, epoch=done + after.interrupted_at["epoch"])
@@ -619,7 +623,7 @@ def run_train(args):
 
     from . import optim
     from .files import OutputFolder, describe_os_error
-    from .training import TrainingError, fit
+    from .training import History, TrainingError, fit
     from .vae import VAE
 
     start = time.perf_counter()
@@ -652,15 +656,20 @@ def run_train(args):
         f"test {len(x['test'])}; {optimizer}, batch {args.batch_size}, patience {args.patience}")
     if previous is not None:
         best = previous.get("best_val_loss")
+        to_train = args.epochs > done and not previous.get("stopped_early")
         log(f"  resuming after epoch {done}" + ("" if best is None else f" (best {best:.3f} at epoch "
                                                                          f"{previous['best_epoch']})")
-            + "; the epochs below count from the resumed start")
+            + ("; the epochs below count from the resumed start" if to_train else
+               "; the training is complete: the test numbers and the figures follow"))
 
     rng = np.random.default_rng(args.seed if done == 0 else [args.seed, done])  # a resumed run: a new stream
     try:
-        history = fit(model, x["train"], x["val"], epochs=args.epochs - done, batch_size=args.batch_size,
-                      optimizer=optimizer, patience=args.patience, rng=rng, val_samples=args.val_samples,
-                      ema=args.ema or None, verbose=not args.quiet)
+        if args.epochs > done and not (previous is not None and previous.get("stopped_early")):
+            history = fit(model, x["train"], x["val"], epochs=args.epochs - done, batch_size=args.batch_size,
+                          optimizer=optimizer, patience=args.patience, rng=rng, val_samples=args.val_samples,
+                          ema=args.ema or None, verbose=not args.quiet)
+        else:  # resuming a run whose training was complete, interrupted in its evaluation or figures
+            history = History()
     except TrainingError as error:
         raise TrainingError(f"{error} Nothing written to {str(out)!r}, which keeps what it held.") from None
     if previous is not None:

@@ -527,4 +527,13 @@ def test_an_interruption_after_training_keeps_the_trained_model(stage, capsys, m
     assert sorted(summary["files"]) == sorted(os.listdir(out)) == ["history.json", "optimizer.npz", "params.npz",
                                                                    "summary.json"]
     assert (out / "params.npz").read_bytes() != before["params.npz"]  # seed 4: this run's parameters
-    VAE.load(out / "params.npz")
+    kept = VAE.load(out / "params.npz").params
+
+    # --resume finishes what was left: no more training, the test numbers and the figures
+    monkeypatch.setattr(cli, stage, real)
+    code, stdout, err = run_cli(capsys, ["train", "--resume", "--out", str(out)])
+    assert code == 0 and err == [] and not any(line.startswith("epoch ") for line in stdout.splitlines())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is False and summary["epochs"] == 2 and "test_nll" in summary
+    assert "curves.png" in summary["files"]
+    assert all(np.array_equal(value, kept[key]) for key, value in VAE.load(out / "params.npz").params.items())
