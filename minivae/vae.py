@@ -359,7 +359,7 @@ class VAE:
         likelihood, encoder, decoder = _networks(config)
         expected = {**encoder.param_shapes(), **decoder.param_shapes(), **likelihood.param_shapes(),
                     **prior.param_shapes(config["latent_dim"])}
-        _check_shapes(arrays, expected, f"{path}: ")
+        _check_shapes(arrays, expected, f"{path}: ", "its settings ask for")
         model = cls(**config, prior=prior)
         model.set_params(arrays)
         return model
@@ -470,7 +470,7 @@ def _networks(config):
     return likelihood, encoder, decoder
 
 
-def _check_shapes(arrays, expected, where=""):
+def _check_shapes(arrays, expected, where="", expects="this model expects"):
     """ValueError unless ``arrays`` has exactly the names of ``expected``, each with its shape."""
     missing = [key for key in expected if key not in arrays]
     unexpected = [key for key in arrays if key not in expected]
@@ -479,5 +479,5 @@ def _check_shapes(arrays, expected, where=""):
                          f"unexpected {unexpected}")
     for key, value in arrays.items():
         if np.shape(value) != tuple(expected[key]):
-            raise ValueError(f"{where}parameter {key!r} has shape {np.shape(value)}; this model expects "
+            raise ValueError(f"{where}parameter {key!r} has shape {np.shape(value)}; {expects} "
                              f"{tuple(expected[key])}")
