@@ -261,7 +261,8 @@ def main(argv=None):
             if described is None or os.environ.get("MINIVAE_TRACEBACK"):
                 raise
             code, message = described
-            parser.exit(code, f"minivae {args.command}: error: {_one_line(message)}\n")
+            label = "" if isinstance(error, (Interrupted, KeyboardInterrupt)) else "error: "  # stopped, not failed
+            parser.exit(code, f"minivae {args.command}: {label}{_one_line(message)}\n")
     for warning in caught:
         warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     return code

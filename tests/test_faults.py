@@ -54,9 +54,10 @@ def _child_env():
 
 
 def assert_one_line(err, *fragments):
-    """Exactly one line on stderr, the command's error line, holding every fragment."""
+    """Exactly one line on stderr, the command's error line (or its line saying it was interrupted),
+    holding every fragment."""
     assert len(err) == 1, err
-    assert err[0].startswith("minivae train: error: "), err[0]
+    assert err[0].startswith(("minivae train: error: ", "minivae train: interrupted by ")), err[0]
     assert "Traceback" not in err[0]
     for fragment in fragments:
         assert fragment in err[0], (fragment, err[0])
