@@ -9,8 +9,10 @@ How a command ends. Success exits 0. Anything a user can cause or meet, a bad op
 is missing, damaged or in another encoding, a folder that cannot be written, a full disk, training
 that diverged, ends in exactly one line on stderr, ``minivae COMMAND: error: ...``, and a non-zero
 exit code (``EXIT_USAGE`` for bad options and bad input, ``EXIT_FAULT`` for the rest). SIGINT
-(Ctrl-C) and SIGTERM (a batch scheduler's stop) exit with 128 + the signal's number (130, 143);
-``minivae train`` first keeps the work done so far. A traceback means a bug in minivae; set
+(Ctrl-C) and SIGTERM (a batch scheduler's stop) end in one line ``minivae COMMAND: interrupted by
+...`` and 128 + the signal's number (130, 143). ``minivae train`` first keeps the work done so far:
+the best parameters, the history and a ``summary.json`` that says it was interrupted and where; and
+``minivae train --resume --out RUN`` continues such a run. A traceback means a bug in minivae; set
 ``MINIVAE_TRACEBACK=1`` to see the traceback of any error.
 
 What ``minivae train`` writes. Every file goes to a temporary name first and is renamed into place
