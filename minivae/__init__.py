@@ -18,17 +18,17 @@ from . import (backend, datasets, evaluate, gradcheck, layers, likelihoods, obje
                reference)
 from .backend import get_backend, set_backend, use_backend
 from .gradcheck import check_model_gradients, numerical_gradient, rel_error
-from .objectives import ELBO
+from .objectives import ELBO, IWAE
 from .optim import SGD, Adam, Adamax
 from .ppca import PPCA
-from .priors import StandardNormal
+from .priors import MixtureOfGaussians, StandardNormal, VampPrior
 from .reference import REFERENCE
 from .training import History, TrainingError, fit
 from .vae import VAE
 
 __version__ = "0.1.0"
 
-__all__ = ["VAE", "PPCA", "ELBO", "StandardNormal", "REFERENCE", "fit", "History", "TrainingError", "SGD", "Adam",
+__all__ = ["VAE", "PPCA", "ELBO", "IWAE", "StandardNormal", "MixtureOfGaussians", "VampPrior", "REFERENCE", "fit", "History", "TrainingError", "SGD", "Adam",
            "Adamax", "rel_error", "numerical_gradient", "check_model_gradients", "get_backend", "set_backend",
            "use_backend", "backend", "datasets", "evaluate", "gradcheck", "layers", "likelihoods", "objectives",
            "ops", "optim", "ppca", "priors", "reference"]

@@ -35,6 +35,10 @@ class History:
     train_loss : list of float, the mean training loss of each epoch (over its examples), nats
     train_rate, train_distortion : list of float, the mean KL and -log p(x|z) of each epoch, when the
         objective reports them
+    train_stats : dict name -> list of float, every other per-batch figure the objective reports
+        (the IWAE bound's effective sample size, say), averaged over each epoch's examples
+    active_units : list of int, the active latent dimensions after each epoch (on the validation
+        data; see :meth:`minivae.VAE.active_units`)
     val_loss : list of float, the validation -ELBO after each epoch (empty without validation data)
     best_epoch : int or None, the epoch (1-based) whose parameters the model holds at the end
     best_val_loss : float or None, val_loss[best_epoch - 1]
@@ -49,6 +53,8 @@ class History:
     train_loss: list = field(default_factory=list)
     train_rate: list = field(default_factory=list)
     train_distortion: list = field(default_factory=list)
+    train_stats: dict = field(default_factory=dict)
+    active_units: list = field(default_factory=list)
     val_loss: list = field(default_factory=list)
     best_epoch: int = None
     best_val_loss: float = None
@@ -184,6 +190,8 @@ class _Trainer:
         n_batches = -(-n // batch_size)
         for epoch in range(1, epochs + 1):
             epoch_start = time.perf_counter()
+            if callable(getattr(self.objective, "start_epoch", None)):
+                self.objective.start_epoch(epoch)  # schedules, such as the KL warm-up
             order = rng.permutation(n)
             totals = {}
             for step in range(n_batches):
@@ -201,9 +209,13 @@ class _Trainer:
                     totals[name] = totals.get(name, 0.0) + value * batch.shape[0]
             self.where = None
             history.train_loss.append(totals["loss"] / n)
-            if "rate" in totals and "distortion" in totals:
-                history.train_rate.append(totals["rate"] / n)
-                history.train_distortion.append(totals["distortion"] / n)
+            for name, total in totals.items():
+                if name == "rate":
+                    history.train_rate.append(total / n)
+                elif name == "distortion":
+                    history.train_distortion.append(total / n)
+                elif name != "loss":
+                    history.train_stats.setdefault(name, []).append(total / n)
             history.steps += n_batches
             history.epochs = epoch
 
@@ -215,6 +227,8 @@ class _Trainer:
                     model.set_params(self.average)
                 val_loss = -float(np.mean(model.elbo(x_val, n_samples=val_samples, rng=rng)))
                 history.val_loss.append(val_loss)
+                if x_val.shape[0] >= 2:
+                    history.active_units.append(model.active_units(x_val))
                 improved = history.best_val_loss is None or val_loss < history.best_val_loss
                 if improved:
                     history.best_epoch, history.best_val_loss = epoch, val_loss

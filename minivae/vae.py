@@ -15,6 +15,7 @@ forward then backward), and the evaluation measures are in :mod:`minivae.evaluat
 
 import json
 import os
+import types
 
 import numpy as np
 
@@ -87,6 +88,7 @@ class VAE:
         self.backend = None if backend is None else backends.check_backend(backend)
         self.prior = make_prior(prior)
         self.likelihood, self.encoder, self.decoder = _networks(config)
+        self.prior.bind(self)
         if self.kl_method == "analytic" and not self.prior.analytic_kl:
             raise ValueError(f"kl='analytic' needs a prior with a closed-form KL; the {self.prior.name} prior "
                              f"has none: use kl='monte_carlo' (or None)")
@@ -357,6 +359,7 @@ class VAE:
         except TypeError as error:
             raise ValueError(f"{path}: the model settings do not fit a VAE ({error})") from None
         likelihood, encoder, decoder = _networks(config)
+        prior.bind(types.SimpleNamespace(encoder=encoder, backend=None))  # for its shapes; the model binds it again
         expected = {**encoder.param_shapes(), **decoder.param_shapes(), **likelihood.param_shapes(),
                     **prior.param_shapes(config["latent_dim"])}
         _check_shapes(arrays, expected, f"{path}: ", "its settings ask for")
