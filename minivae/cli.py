@@ -602,8 +602,13 @@ def merge_histories(before, after):
 
     done = int(before["epochs"])
     merged = History(**{key: value for key, value in before.items() if key in History.__dataclass_fields__})
-    for name in ("train_loss", "train_rate", "train_distortion", "val_loss"):
-        getattr(merged, name).extend(getattr(after, name))
+    for name in History.__dataclass_fields__:  # the per-epoch records: lists, and dicts of lists
+        joined, more = getattr(merged, name), getattr(after, name)
+        if isinstance(joined, list):
+            joined.extend(more)
+        elif isinstance(joined, dict):
+            for key, values in more.items():
+                joined.setdefault(key, []).extend(values)
     merged.epochs, merged.steps = done + after.epochs, merged.steps + after.steps
     merged.seconds += after.seconds
     if after.best_val_loss is not None and (merged.best_val_loss is None or after.best_val_loss < merged.best_val_loss):

@@ -433,6 +433,10 @@ def test_an_interrupted_run_keeps_its_best_parameters_history_and_summary(signal
     assert resumed["interrupted"] is False and resumed["resumed_after_epoch"] == finished
     assert resumed["epochs"] == len(resumed_history["val_loss"]) == finished + 2
     assert resumed_history["val_loss"][:finished] == history["val_loss"]
+    assert resumed_history["train_loss"][:finished] == history["train_loss"]
+    for name, values in resumed_history.items():  # every per-epoch record continues
+        if isinstance(values, list) and values:
+            assert len(values) == finished + 2, name
     assert resumed["best_epoch"] == 1 + int(np.argmin(resumed_history["val_loss"]))
     assert resumed["settings"]["hidden"] == "16" and resumed["config"]["latent_dim"] == 2
 
