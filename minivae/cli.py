@@ -602,11 +602,11 @@ def merge_histories(before, after):
 
     done = int(before["epochs"])
     merged = History(**{key: value for key, value in before.items() if key in History.__dataclass_fields__})
-    for name in History.__dataclass_fields__:  # the per-epoch records: lists, and dicts of lists
+    for name, spec in History.__dataclass_fields__.items():  # the per-epoch records: lists, dicts of lists
         joined, more = getattr(merged, name), getattr(after, name)
-        if isinstance(joined, list):
+        if spec.default_factory is list:
             joined.extend(more)
-        elif isinstance(joined, dict):
+        elif spec.default_factory is dict:
             for key, values in more.items():
                 joined.setdefault(key, []).extend(values)
     merged.epochs, merged.steps = done + after.epochs, merged.steps + after.steps
