@@ -193,3 +193,12 @@ def test_each_likelihood_trains_from_the_command_lines_defaults(likelihood_optio
     assert np.isfinite(summary["test_nll"]) and np.isfinite(summary["test_nelbo"])
     model = VAE.load(out / "params.npz")
     assert all(value.dtype == np.float32 for value in model.params.values())
+
+
+@pytest.mark.parametrize("option", [["--val-data", "v.npy"], ["--test-data", "t.npy"], ["--labels", "y.npy"],
+                                    ["--label-column", "-1"], ["--npz-key", "x"], ["--split", "file-order"],
+                                    ["--val-fraction", "0.2"]])
+def test_options_for_a_users_file_are_refused_for_the_digits(option, tmp_path, capsys):
+    code, line = _error_line(capsys, ["train", *option, "--out", str(tmp_path / "run")])
+    assert code == cli.EXIT_USAGE
+    assert f"{option[0]} applies to --data; the shipped digits come with their labels and their standard split" in line
