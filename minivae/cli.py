@@ -398,11 +398,13 @@ def _load_user_file(path, args, option):
 
     key = args.npz_key if path.lower().endswith(".npz") else None
     x = datasets.load_array(path, key)
+    datasets.check_values(x, f"{option} {path!r}", args.dtype)  # rows and columns as in the file
+    columns = list(range(x.shape[1]))  # the file's column of each column of x
     labels = None
     if args.label_column is not None:
         x, labels = datasets.split_label_column(x, args.label_column, f"{option} {path!r}")
-    datasets.check_values(x, f"{option} {path!r}", args.dtype)
-    check_for_likelihood(x, f"{option} {path!r}", args)
+        del columns[args.label_column % len(columns)]
+    check_for_likelihood(x, f"{option} {path!r}", args, columns)
     return x, labels
 
 
@@ -457,8 +459,9 @@ def _rows(n):
     return f"{n} row" + ("" if n == 1 else "s")
 
 
-def check_for_likelihood(x, name, args):
-    """Refuse, naming the row and column in ``name`` (a file), data the decoder cannot take as it is:
+def check_for_likelihood(x, name, args, columns):
+    """Refuse, naming the row and column (``columns``: the file's column of each column of ``x``) in
+    ``name`` (a file), data the decoder cannot take as it is:
     non-integers or negative values for the categorical decoder, values other than 0 and 1 for the
     Bernoulli one (without --binarize), and a largest value that would make the categorical decoder
     larger than ``MAX_CATEGORICAL_VALUES`` values per dimension."""
@@ -475,11 +478,11 @@ def check_for_likelihood(x, name, args):
                     "values, or --binarize")
     if bad.any():
         row, column = np.argwhere(bad)[0]
-        raise ValueError(f"{name}: row {row + 1}, column {column + 1} holds {x[row, column]:g}; the data must "
+        raise ValueError(f"{name}: row {row + 1}, column {columns[column] + 1} holds {x[row, column]:g}; the data must "
                          f"hold {expected}")
     if args.likelihood == "categorical" and args.num_values is None and x.max() + 1 > MAX_CATEGORICAL_VALUES:
         row, column = np.unravel_index(np.argmax(x), x.shape)
-        raise ValueError(f"{name}: row {row + 1}, column {column + 1} holds {x.max():.0f}, so the categorical "
+        raise ValueError(f"{name}: row {row + 1}, column {columns[column] + 1} holds {x.max():.0f}, so the categorical "
                          f"decoder would need {x.max() + 1:.0f} values per dimension; the limit is "
                          f"{MAX_CATEGORICAL_VALUES} (MAX_CATEGORICAL_VALUES). Check the file for a stray value, "
                          f"or use --likelihood gaussian")

@@ -542,3 +542,13 @@ def test_an_interruption_after_training_keeps_the_trained_model(stage, capsys, m
     assert summary["interrupted"] is False and summary["epochs"] == 2 and "test_nll" in summary
     assert "curves.png" in summary["files"]
     assert all(np.array_equal(value, kept[key]) for key, value in VAE.load(out / "params.npz").params.items())
+
+
+def test_positions_are_the_files_even_with_a_label_column_first(tmp_path, capsys, user_data):
+    x = user_data[1].astype(float)
+    x[4, 2] = 2.5  # row 5, column 4 of the file once the label column is put in front
+    np.savetxt(tmp_path / "d.csv", np.column_stack([np.arange(len(x)) % 3, x]), delimiter=",", fmt="%g")
+    code, _, err = run_cli(capsys, ["train", "--data", str(tmp_path / "d.csv"), "--label-column", "0", *SMALL,
+                                    "--out", str(tmp_path / "run")])
+    assert code == cli.EXIT_USAGE
+    assert_one_line(err, "d.csv", "row 5, column 4 holds 2.5")
