@@ -41,6 +41,7 @@ DEFAULT_OUT = "minivae-run"
 EXIT_FAULT = 1  # the run met a fault: a file it cannot write, a full disk, training that diverged
 EXIT_USAGE = 2  # a bad option, a path to nothing, bad input data (argparse's own code for a bad option)
 INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # both end a run the same way, keeping its work
+COMPILER_RETRY_SECONDS = 0.2  # an interruption that comes while numba loads or compiles: sent again after this
 
 # The categorical decoder has input_dim × num_values outputs (and as many columns in its last weight
 # matrix), so a stray large integer in a file would ask for gigabytes: 256 is an 8-bit image's range.
@@ -170,6 +171,14 @@ class _Interrupts:
     def _handler(self, number, frame):
         if self.signal is None:
             self.signal = number
+        if _in_compiler(frame):
+            # Raised inside numba, the interruption can be lost: llvmlite's callbacks run under ctypes,
+            # which prints and drops exceptions, and numba's import runs code through exec(), after
+            # which CPython ends the process by SIGINT whatever it exits with. Send it again shortly.
+            timer = threading.Timer(COMPILER_RETRY_SECONDS, os.kill, (os.getpid(), number))
+            timer.daemon = True
+            timer.start()
+            return
         raise KeyboardInterrupt
 
     def __enter__(self):
@@ -196,6 +205,17 @@ class _Interrupts:
 
 
 _interrupts = _Interrupts()
+
+
+def _in_compiler(frame):
+    """Whether ``frame`` or a caller is numba's or llvmlite's Python code: importing numba, or
+    compiling a kernel at its first call. Compiled kernels run without Python frames."""
+    while frame is not None:
+        name = frame.f_code.co_filename.replace(os.sep, "/")
+        if "/llvmlite/" in name or "/numba/" in name:
+            return True
+        frame = frame.f_back
+    return False
 
 
 @contextmanager

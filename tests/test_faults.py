@@ -552,3 +552,19 @@ def test_positions_are_the_files_even_with_a_label_column_first(tmp_path, capsys
                                     "--out", str(tmp_path / "run")])
     assert code == cli.EXIT_USAGE
     assert_one_line(err, "d.csv", "row 5, column 4 holds 2.5")
+
+
+def test_an_interruption_inside_numba_is_sent_again_not_lost():
+    """A signal that comes while numba's own Python code runs (its import, a compilation) is not
+    raised there, where ctypes callbacks drop it and exec() marks the process to die by SIGINT: it
+    is sent again and raised once minivae's code runs."""
+    inside_numba = compile("import os, signal, time\n"
+                           "os.kill(os.getpid(), signal.SIGINT)\n"
+                           "deadline = time.perf_counter() + 0.1\n"
+                           "while time.perf_counter() < deadline:\n"
+                           "    pass\n", os.path.join("site-packages", "numba", "core", "fake.py"), "exec")
+    with cli._interrupts:
+        exec(inside_numba, {})  # no KeyboardInterrupt in there
+        with pytest.raises(KeyboardInterrupt):
+            time.sleep(5 * cli.COMPILER_RETRY_SECONDS)
+        assert cli._interrupts.exit_code == 130
