@@ -157,6 +157,11 @@ class Interrupted(Exception):
     """A run stopped by SIGINT or SIGTERM; the message says what was kept."""
 
 
+class Stop(BaseException):
+    """SIGINT or SIGTERM in a command with nothing to keep (compare, bench, notebooks): not a
+    KeyboardInterrupt, so that no ``fit`` inside it catches it and carries on with the next model."""
+
+
 class _Interrupts:
     """While active, SIGINT and SIGTERM raise KeyboardInterrupt; remembers the first that came.
 
@@ -166,6 +171,7 @@ class _Interrupts:
 
     def __init__(self):
         self.signal = None
+        self.exception = KeyboardInterrupt  # what a signal raises; Stop for commands without fit's keeping
         self._previous = {}
 
     def _handler(self, number, frame):
@@ -179,7 +185,7 @@ class _Interrupts:
             timer.daemon = True
             timer.start()
             return
-        raise KeyboardInterrupt
+        raise self.exception
 
     def __enter__(self):
         self.signal = None
@@ -245,7 +251,7 @@ def _describe_error(error):
 
     if isinstance(error, Interrupted):
         return _interrupts.exit_code, str(error)
-    if isinstance(error, KeyboardInterrupt):
+    if isinstance(error, (KeyboardInterrupt, Stop)):
         return _interrupts.exit_code, f"interrupted by {_interrupts.name}"
     if isinstance(error, TrainingError):
         return EXIT_FAULT, f"training diverged: {error}"
@@ -275,15 +281,16 @@ def main(argv=None):
     # Warnings (NumPy's overflow warnings as a run diverges) are held back: shown after a success,
     # dropped after a failure, whose one line says what happened.
     with _interrupts, warnings.catch_warnings(record=True) as caught:
+        _interrupts.exception = KeyboardInterrupt if args.command == "train" else Stop
         try:
             _check_output_options(args)
             code = args.run(args)
-        except (Exception, KeyboardInterrupt) as error:
+        except (Exception, KeyboardInterrupt, Stop) as error:
             described = _describe_error(error)
             if described is None or os.environ.get("MINIVAE_TRACEBACK"):
                 raise
             code, message = described
-            label = "" if isinstance(error, (Interrupted, KeyboardInterrupt)) else "error: "  # stopped, not failed
+            label = "" if isinstance(error, (Interrupted, KeyboardInterrupt, Stop)) else "error: "  # not failed
             parser.exit(code, f"minivae {args.command}: {label}{_one_line(message)}\n")
     for warning in caught:
         warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)

@@ -202,3 +202,28 @@ def test_options_for_a_users_file_are_refused_for_the_digits(option, tmp_path, c
     code, line = _error_line(capsys, ["train", *option, "--out", str(tmp_path / "run")])
     assert code == cli.EXIT_USAGE
     assert f"{option[0]} applies to --data; the shipped digits come with their labels and their standard split" in line
+
+
+def test_ctrl_c_stops_compare_even_inside_fit(tmp_path, capsys, monkeypatch):
+    """fit keeps its work on KeyboardInterrupt and returns; in `minivae compare`, which has nothing to
+    keep, the signal must stop the command, not only the model being trained."""
+    import os
+    import signal
+
+    from minivae import optim
+
+    steps = []
+    step = optim.Optimizer.step
+
+    def step_then_interrupt(self, params, grads):
+        steps.append(1)
+        if len(steps) == 25:  # after the 20 linear-VAE steps: inside fit, training the Gaussian VAE
+            os.kill(os.getpid(), signal.SIGINT)
+        return step(self, params, grads)
+
+    monkeypatch.setattr(optim.Optimizer, "step", step_then_interrupt)
+    code, line = _error_line(capsys, ["compare", "--quick", "--latent", "2", "--linear-steps", "20", "--quiet",
+                                      "--no-figures", "--out", str(tmp_path)])
+    assert code == 130 and line == "minivae compare: interrupted by SIGINT"
+    assert len(steps) <= 26  # stopped at once, not after this and the next models
+    assert not (tmp_path / "compare.json").exists()
