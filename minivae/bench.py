@@ -57,6 +57,7 @@ BATCH_SIZE = REFERENCE.batch_size
 LEARNING_RATE = REFERENCE.lr
 LEAKY_RELU_SLOPE = REFERENCE.leaky_relu_slope
 GEMM_BIG = 1024  # the 1024 x 1024 x 1024 product
+FAMILY_STEPS = ("iwae50", "vamp50")  # the model family's most expensive steps (see minivae.variants)
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 WORKER_TIMEOUT_SECONDS = 900  # one subprocess; a whole --train run of PyTorch takes about a minute
@@ -207,7 +208,8 @@ def _reference_batches():
 
 
 def _step_worker(options):
-    """Milliseconds per training step of the reference model with one backend."""
+    """Milliseconds per training step of the reference model (or of ``options["variant"]``, a member of
+    the model family of :mod:`minivae.variants`) with one backend."""
     if options["backend"] == "torch":
         return _torch_step_worker(options)
     import numpy as np
@@ -220,11 +222,17 @@ def _step_worker(options):
         from . import kernels
         kernels.gemm.GEMM_THREADS = None
         backend = "numba"
-    model = VAE(INPUT_DIM, LATENT_DIM, hidden=HIDDEN, num_values=NUM_VALUES, dtype=np.float32,
-                backend=backend)
-    objective = model.objective()
-    optimizer = Adamax(lr=LEARNING_RATE, backend=backend)
     batches = _reference_batches()
+    variant = options.get("variant", "standard")
+    if variant == "standard":
+        model = VAE(INPUT_DIM, LATENT_DIM, hidden=HIDDEN, num_values=NUM_VALUES, dtype=np.float32,
+                    backend=backend)
+        objective = model.objective()
+    else:  # a member of the model family, built as ``minivae variants`` builds it
+        from .variants import build_variant
+        model, objective = build_variant(variant, np.concatenate(batches))
+        model.backend = backend
+    optimizer = Adamax(lr=LEARNING_RATE, backend=backend)
     rng = np.random.default_rng(0)
     state = {"i": 0}
 
@@ -563,6 +571,16 @@ def run_benchmark(quick=False, train=False, log=print):
             steps.append(dict(result, backend=backend, threads=threads))
     results["steps"] = steps
 
+    log("training steps of the model family ...")
+    family = []
+    for threads in thread_counts:
+        for variant in FAMILY_STEPS:
+            for backend in ("numpy", "numba"):
+                result = run_worker("step", dict(step_options, backend=backend, variant=variant,
+                                                 step_count=max(1, step_options["step_count"] // 10)), threads)
+                family.append(dict(result, variant=variant, backend=backend, threads=threads))
+    results["family_steps"] = family
+
     log("memory ...")
     results["memory"] = {
         "baseline_mib": run_worker("baseline_memory", {}, 1).get("maxrss_mib"),
@@ -677,6 +695,13 @@ def format_results(results):
     if any(s["backend"] == "numba-threaded" for s in results["steps"]):
         lines.append("  (numba-threaded: the numba backend with kernels.gemm.GEMM_THREADS = None, its opt-in "
                      "threaded products)")
+
+    if results.get("family_steps"):
+        lines += ["", "Training steps of the model family (as `minivae variants` builds them; float32, batch 64)",
+                  f"  {'variant':<10} {'backend':<8} {'threads':>7} {'ms/step':>9}"]
+        for s in results["family_steps"]:
+            timing = f"{s['ms_per_step']:>9.2f}" if "ms_per_step" in s else f"  {s['status']}"
+            lines.append(f"  {s['variant']:<10} {s['backend']:<8} {s['threads']:>7} {timing}")
 
     memory = results["memory"]
     training = memory["training"]

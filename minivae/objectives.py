@@ -10,8 +10,9 @@ An objective is a small object with one contract (written once for both backends
 Optionally, ``start_epoch(epoch)``: :func:`minivae.fit` calls it before each epoch (1-based), for
 schedules such as the KL warm-up.
 
-It uses only the model's public pieces: ``model.encoder``, ``model.decoder`` (:class:`minivae.layers.MLP`),
-``model.likelihood``, ``model.prior``, ``model.params``, ``model.latent_dim`` and ``model.backend``.
+An objective combines the terms a model computes per sample, log p(x|z) and the KL, with their
+hand-written backward (:meth:`minivae.VAE.elbo_terms` and :meth:`~minivae.VAE.elbo_terms_backward`),
+so that the same objective trains every model that offers them (the VAE and the two-level VAE).
 :func:`minivae.fit` takes one as its ``objective``; write a new objective by following :class:`ELBO`.
 
 * :class:`ELBO`: the negative ELBO with one sample of z, a weight β on the KL, an optional linear KL
@@ -97,17 +98,20 @@ class ELBO:
         return self.kl
 
     def draw_noise(self, model, n, rng):
-        """eps ~ N(0, I), (n, latent_dim), in the model's dtype."""
-        return rng.standard_normal((n, model.latent_dim)).astype(model.dtype)
+        """The model's noise for n examples, one sample each: eps (n, latent_dim) for a :class:`minivae.VAE`."""
+        return model.draw_noise(n, rng)
 
     def loss_and_grads(self, model, x, eps):
         """The loss of a minibatch, its gradient, and the batch's rate and distortion.
 
+        loss = 1/N Σ_n [β KL_n - log p(x_n|z_n)]: the model's :meth:`~minivae.VAE.elbo_terms`
+        combined, and their backward with dloss/dlog p(x|z) = -1/N and dloss/dKL = β/N per example.
+
         Parameters
         ----------
-        model : :class:`minivae.VAE`
+        model : :class:`minivae.VAE` (anything with ``elbo_terms`` and ``elbo_terms_backward``)
         x : (N, input_dim) array, checked (see :meth:`minivae.VAE.check_x`)
-        eps : (N, latent_dim) array, from :meth:`draw_noise`
+        eps : from :meth:`draw_noise`
 
         Returns
         -------
@@ -115,57 +119,24 @@ class ELBO:
         grads : dict with the keys and shapes of ``model.params``
         stats : dict: ``"rate"`` (mean KL) and ``"distortion"`` (mean -log p(x|z)), nats per example
         """
-        params, backend, L, N = model.params, model.backend, model.latent_dim, x.shape[0]
-        analytic = self.kl_method(model) == "analytic"
-        beta = self.kl_weight()
-        if self.free_bits is not None and not hasattr(model.prior, "kl_per_dimension"):
-            raise ValueError(f"free_bits needs a prior whose KL splits over dimensions in closed form; the "
-                             f"{model.prior.name} prior has none")
-
-        # forward: x -> (mu, logvar) -> z -> decoder output -> log p(x|z); and the KL
-        h, encoder_cache = model.encoder.forward(params, x, backend)
-        mu, logvar = h[:, :L], h[:, L:]
-        z, reparameterize_cache = ops.reparameterize(mu, logvar, eps)
-        out, decoder_cache = model.decoder.forward(params, z, backend)
-        log_px, likelihood_cache = model.likelihood.forward(x, out, params, backend)
-        if self.free_bits is not None:
-            kl_terms, kl_cache = model.prior.kl_per_dimension(mu, logvar, params)  # (N, L)
-            kl = kl_terms.sum(axis=1)
-            kl_mean = kl_terms.mean(axis=0)                                          # KL̄_j
-            kl_loss = float(np.sum(np.maximum(self.free_bits, kl_mean)))
-        elif analytic:
-            kl, kl_cache = model.prior.kl(mu, logvar, params)
-        else:
-            log_qz, q_cache = ops.reparameterized_log_prob(eps, logvar)
-            log_pz, prior_cache = model.prior.log_prob(z, params)
-            kl = log_qz - log_pz
+        N, beta = x.shape[0], self.kl_weight()
         if self.free_bits is None:
+            log_px, kl, cache = model.elbo_terms(x, eps, self.kl_method(model))
             loss = float(np.mean(beta * kl - log_px))
+            dkl = np.full(N, beta / N)
+            rate = float(np.mean(kl))
         else:
-            loss = float(beta * kl_loss - np.mean(log_px))
-
-        # backward: dloss/dlog p(x|z) = -1/N and dloss/dKL = β/N for every example
-        grads = {}
-        dlog_px = np.full(N, -1 / N, dtype=model.dtype)
-        dkl = np.full(N, beta / N, dtype=model.dtype)
-        dout = model.likelihood.backward(dlog_px, likelihood_cache, grads)
-        dz = model.decoder.backward(dout, decoder_cache, grads, backend=backend)
-        if self.free_bits is not None:
+            if not hasattr(model.prior, "kl_per_dimension"):
+                raise ValueError(f"free_bits needs a prior whose KL splits over dimensions in closed form; the "
+                                 f"{model.prior.name} prior has none")
+            log_px, kl, cache = model.elbo_terms(x, eps, "per_dimension")  # kl: (N, latent_dim)
+            kl_mean = kl.mean(axis=0)                                          # KL̄_j
+            loss = float(beta * np.sum(np.maximum(self.free_bits, kl_mean)) - np.mean(log_px))
             # d max(λ, KL̄_j) / d KL_nj = [KL̄_j > λ] / N: the floor stops the gradient of a dimension
-            dkl_terms = np.broadcast_to((beta / N) * (kl_mean > self.free_bits), (N, L)).astype(model.dtype)
-            dmu_kl, dlogvar_kl = model.prior.kl_per_dimension_backward(dkl_terms, kl_cache, grads)
-        elif analytic:
-            dmu_kl, dlogvar_kl = model.prior.kl_backward(dkl, kl_cache, grads)
-        else:
-            # KL = log q(z|x) - log p(z): -log p(z) reaches z (then mu and logvar through the
-            # sample); log q at its own sample depends on logvar alone (see ops.reparameterized_log_prob)
-            dz = dz + model.prior.log_prob_backward(-dkl, prior_cache, grads)
-            dmu_kl, dlogvar_kl = ops.reparameterized_log_prob_backward(dkl, q_cache)
-        dmu, dlogvar = ops.reparameterize_backward(dz, reparameterize_cache)
-        dh = np.concatenate([dmu + dmu_kl, dlogvar + dlogvar_kl], axis=1)
-        model.encoder.backward(dh, encoder_cache, grads, need_dx=False, backend=backend)
-        stats = {"rate": float(np.mean(kl)), "distortion": -float(np.mean(log_px))}
-        return loss, complete_grads(grads, params), stats
+            dkl = np.broadcast_to((beta / N) * (kl_mean > self.free_bits), kl.shape)
+            rate = float(np.sum(kl_mean))
+        grads = model.elbo_terms_backward(np.full(N, -1 / N), dkl, cache)
+        return loss, grads, {"rate": rate, "distortion": -float(np.mean(log_px))}
 
     def __repr__(self):
         options = "".join(f", {name}={getattr(self, name)!r}" for name in ("warmup", "free_bits")
@@ -199,17 +170,20 @@ class IWAE:
         self.k = int(k)
 
     def draw_noise(self, model, n, rng):
-        """eps ~ N(0, I), (k, n, latent_dim), in the model's dtype."""
-        return rng.standard_normal((self.k, n, model.latent_dim)).astype(model.dtype)
+        """The model's noise for k samples of each of n examples: eps (k, n, latent_dim) for a :class:`minivae.VAE`."""
+        return model.draw_noise(n, rng, samples=self.k)
 
     def loss_and_grads(self, model, x, eps):
         """-mean L_k of a minibatch, its gradient, and the batch's bound, ESS, rate and distortion.
 
+        log w = log p(x|z) - (log q(z|x) - log p(z)): the model's :meth:`~minivae.VAE.elbo_terms`
+        with the Monte Carlo KL, for k samples; dloss/dlog w_i = -w̃_i / N reaches both terms.
+
         Parameters
         ----------
-        model : :class:`minivae.VAE`
+        model : :class:`minivae.VAE` (anything with ``elbo_terms`` and ``elbo_terms_backward``)
         x : (N, input_dim) array, checked
-        eps : (k, N, latent_dim) array, from :meth:`draw_noise`
+        eps : (k, N, ...) array, from :meth:`draw_noise`
 
         Returns
         -------
@@ -217,40 +191,18 @@ class IWAE:
         grads : dict with the keys and shapes of ``model.params``
         stats : dict with "bound", "ess", "rate", "distortion"
         """
-        params, backend, L, N = model.params, model.backend, model.latent_dim, x.shape[0]
-        k = eps.shape[0]
-
-        # forward: one encoder pass, k samples per example, one decoder pass over all k · N of them
-        h, encoder_cache = model.encoder.forward(params, x, backend)
-        mu, logvar = h[:, :L], h[:, L:]
-        z, reparameterize_cache = ops.reparameterize(mu, logvar, eps)                     # (k, N, L)
-        out, decoder_cache = model.decoder.forward(params, z.reshape(k * N, L), backend)
-        x_repeated = np.broadcast_to(x, (k,) + x.shape).reshape(k * N, -1)
-        log_px, likelihood_cache = model.likelihood.forward(x_repeated, out, params, backend)
-        log_px = log_px.reshape(k, N)
-        log_pz, prior_cache = model.prior.log_prob(z, params)                             # (k, N)
-        log_qz, q_cache = ops.reparameterized_log_prob(eps, logvar)                       # (k, N)
-        log_w = log_px + log_pz - log_qz
-        bound, logsumexp_cache = ops.logsumexp(log_w, axis=0)                             # (N,)
-        bound = bound - np.log(k)
+        N, k = x.shape[0], eps.shape[0]
+        log_px, kl, cache = model.elbo_terms(x, eps, "monte_carlo")                      # (k, N) each
+        log_w = log_px - kl
+        log_sum, logsumexp_cache = ops.logsumexp(log_w, axis=0)                          # (N,)
+        bound = log_sum - np.log(k)
         loss = -float(np.mean(bound))
-
-        # backward: dloss/dlog w_i = -w̃_i / N, shared by the three terms of log w
-        grads = {}
-        dlog_w = ops.logsumexp_backward(np.full(N, -1 / N, dtype=model.dtype), logsumexp_cache)
-        dlog_w = dlog_w.astype(model.dtype, copy=False)
-        dout = model.likelihood.backward(dlog_w.reshape(k * N), likelihood_cache, grads)
-        dz = model.decoder.backward(dout, decoder_cache, grads, backend=backend).reshape(k, N, L)
-        dz = dz + model.prior.log_prob_backward(dlog_w, prior_cache, grads)
-        dmu_q, dlogvar_q = ops.reparameterized_log_prob_backward(-dlog_w, q_cache)
-        dmu, dlogvar = ops.reparameterize_backward(dz, reparameterize_cache)               # summed over k
-        dh = np.concatenate([dmu + dmu_q, dlogvar + dlogvar_q], axis=1)
-        model.encoder.backward(dh, encoder_cache, grads, need_dx=False, backend=backend)
-
-        weights = np.exp(log_w - (bound + np.log(k)))                                       # w̃, (k, N)
+        dlog_w = ops.logsumexp_backward(np.full(N, -1 / N), logsumexp_cache)              # -w̃ / N
+        grads = model.elbo_terms_backward(dlog_w, -dlog_w, cache)
+        weights = np.exp(log_w - log_sum)                                                 # w̃, (k, N)
         stats = {"bound": float(np.mean(bound)), "ess": float(np.mean(1 / np.sum(weights * weights, axis=0))),
-                 "rate": float(np.mean(log_qz - log_pz)), "distortion": -float(np.mean(log_px))}
-        return loss, complete_grads(grads, params), stats
+                 "rate": float(np.mean(kl)), "distortion": -float(np.mean(log_px))}
+        return loss, grads, stats
 
     def __repr__(self):
         return f"IWAE(k={self.k})"
@@ -275,8 +227,3 @@ def make_objective(spec, beta=1.0, warmup=None, free_bits=None):
             raise ValueError("warm-up, free bits and beta belong to the ELBO objective, not to IWAE")
         return IWAE(k)
     raise ValueError(f"objective must be 'elbo' or 'iwae:K'; got {spec!r}")
-
-
-def complete_grads(grads, params):
-    """``grads`` in the order of ``params``, with zeros for parameters the loss does not depend on."""
-    return {key: grads[key] if key in grads else np.zeros_like(value) for key, value in params.items()}

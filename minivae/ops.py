@@ -721,6 +721,11 @@ def accumulate(grads, key, value):
         grads[key] = value
 
 
+def complete_grads(grads, params):
+    """``grads`` in the order of ``params``, with zeros for parameters the loss does not depend on."""
+    return {key: grads[key] if key in grads else np.zeros_like(value) for key, value in params.items()}
+
+
 def _sum_to_shape(a, shape):
     """Sum ``a`` over the axes along which an array of ``shape`` was broadcast to a's shape."""
     shape = tuple(shape)

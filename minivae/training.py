@@ -47,7 +47,9 @@ class History:
     seconds : float, wall-clock time of the whole fit
     stopped_early : bool, whether patience ran out before ``epochs``
     interrupted : bool, whether a KeyboardInterrupt (Ctrl-C) ended the fit
-    interrupted_at : dict or None, ``{"epoch": E, "step": S}`` (1-based) where it was interrupted
+    interrupted_at : dict or None, ``{"epoch": E, "step": S}`` (1-based) where it was interrupted;
+        step 0 means before the first step of epoch E (epoch E - 1 and its validation had finished,
+        or were being validated)
     """
 
     train_loss: list = field(default_factory=list)
@@ -128,6 +130,10 @@ def fit(model, x_train, x_val=None, objective=None, epochs=REFERENCE.max_epochs,
         if not callable(getattr(objective, method, None)):
             raise TypeError(f"objective must have a method {method}(); got {type(objective).__name__}")
     epochs = positive_int(epochs, "epochs")
+    warmup = getattr(objective, "warmup", None)
+    if warmup is not None and warmup > epochs:
+        raise ValueError(f"the objective's warm-up takes {warmup} epochs, longer than the run (epochs={epochs}): "
+                         f"the KL would never reach its full weight")
     batch_size = positive_int(batch_size, "batch_size")
     val_samples = positive_int(val_samples, "val_samples")
     if patience is not None:
@@ -175,7 +181,7 @@ class _Trainer:
         if self.verbose and history.stopped_early:
             print(f"stopped after {history.epochs} epochs: no better validation -ELBO for {patience} epochs; "
                   f"kept epoch {history.best_epoch} ({history.best_val_loss:.3f})")
-        if history.interrupted:
+        if history.interrupted and self.verbose:
             kept = ("the initial parameters" if history.best_epoch is None and x_val is not None else
                     f"the parameters of epoch {history.best_epoch}" if x_val is not None else
                     "the last parameters" + (" (their average)" if self.average is not None else ""))
@@ -225,7 +231,8 @@ class _Trainer:
                 if self.average is not None:
                     current = self.copy_params()
                     model.set_params(self.average)
-                val_loss = -float(np.mean(model.elbo(x_val, n_samples=val_samples, rng=rng)))
+                with np.errstate(over="ignore", invalid="ignore"):  # a diverging model: the check below says so
+                    val_loss = -float(np.mean(model.elbo(x_val, n_samples=val_samples, rng=rng)))
                 history.val_loss.append(val_loss)
                 if x_val.shape[0] >= 2:
                     history.active_units.append(model.active_units(x_val))

@@ -56,6 +56,18 @@ def test_training_steps_of_both_backends_are_timed(quick_results):
     assert "torch" in {backend for backend, _ in steps}  # reported even when skipped or not installed
 
 
+def test_the_model_familys_steps_are_timed(quick_results):
+    family = {(s["variant"], s["backend"]): s for s in quick_results["family_steps"]}
+    assert set(family) == {(variant, backend) for variant in bench.FAMILY_STEPS for backend in ("numpy", "numba")}
+    for s in family.values():
+        assert s["status"] == "ok" and positive(s["ms_per_step"])
+    # an IWAE(50) step decodes 50 samples of every image: it costs more than the reference step
+    reference = {s["backend"]: s["ms_per_step"] for s in quick_results["steps"] if s["threads"] == 1
+                 and "ms_per_step" in s}
+    assert family["iwae50", "numba"]["ms_per_step"] > reference["numba"]
+    assert "model family" in bench.format_results(quick_results)
+
+
 def test_memory_and_compile_time_are_positive(quick_results):
     memory = quick_results["memory"]
     assert positive(memory["baseline_mib"]) and positive(memory["baseline_kernels_mib"])

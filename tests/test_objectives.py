@@ -110,8 +110,9 @@ def test_warmup_raises_the_kl_weight_linearly_to_beta_and_fit_moves_it_per_epoch
     assert seen == [0.0, 0.0, 0.5, 0.5, 1.0, 1.0]
 
 
-def test_warmup_gradient_is_the_gradient_of_the_weighted_loss():
-    model, x, rng = _model(seed=4)
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_warmup_gradient_is_the_gradient_of_the_weighted_loss(backend):
+    model, x, rng = _model(backend, seed=4)
     objective = ELBO(warmup=10)
     objective.start_epoch(4)  # weight 0.3
     eps = rng.standard_normal((3, 2))
@@ -159,3 +160,5 @@ def test_objective_settings_are_checked():
     model, x, rng = _model(prior="mog:2")
     with pytest.raises(ValueError, match="free_bits needs a prior whose KL splits over dimensions"):
         ELBO(free_bits=0.1).loss_and_grads(model, x, rng.standard_normal((3, 2)))
+    with pytest.raises(ValueError, match=r"warm-up takes 50 epochs, longer than the run \(epochs=10\)"):
+        minivae.fit(model, x, objective=ELBO(warmup=50), epochs=10)

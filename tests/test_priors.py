@@ -300,3 +300,21 @@ def test_prior_specs_are_checked():
         VampPrior(3, low=1, high=1)
     with pytest.raises(ValueError, match="data has 5 columns; the model expects input_dim=4"):
         minivae.VAE(4, 2, prior=VampPrior(2, data=np.arange(15.0).reshape(3, 5)))
+
+
+def test_vamp_prior_samples_follow_its_density():
+    # a mixture of the posteriors at the pseudo-inputs: compare the samples' moments and a 1-D histogram
+    data = np.random.default_rng(0).random((30, 3))
+    model = minivae.VAE(3, 1, hidden=(4,), likelihood="gaussian", prior=VampPrior(4, data=data), dtype=np.float64)
+    mu, logvar, _ = model.prior.components(model.params)
+    mu, std = mu[:, 0], np.exp(0.5 * logvar[:, 0])
+    n = 200_000
+    z = model.prior.sample(n, 1, model.params, np.random.default_rng(1))[:, 0]
+    mean = mu.mean()
+    variance = np.mean(std ** 2 + mu ** 2) - mean ** 2
+    assert abs(z.mean() - mean) < 5 * np.sqrt(variance / n)
+    assert abs(z.var() - variance) < 10 * variance * np.sqrt(2 / n)
+    cdf = np.mean(stats.norm.cdf((z[:, None] - mu) / std), axis=1)
+    assert stats.chisquare(np.histogram(cdf, bins=20, range=(0, 1))[0]).pvalue > 1e-4
+    grid = np.linspace(z.min(), z.max(), 400)
+    assert np.trapezoid(np.exp(model.prior.log_prob(grid[:, None], model.params)[0]), grid) == pytest.approx(1, abs=1e-3)

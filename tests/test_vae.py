@@ -315,8 +315,12 @@ def test_a_checkpoint_whose_settings_lie_is_refused_before_anything_is_built(tmp
     config = json.loads(str(arrays.pop("__config__")))
     config["input_dim"] = 10 ** 9
     np.savez(path, __config__=np.array(json.dumps(config)), **arrays)
+    with pytest.raises(ValueError, match=r"these settings ask for 107,000,000,061 weights \(input_dim=1000000000"):
+        minivae.VAE.load(path)
+    config["input_dim"] = 100  # a size that could be built, but not these arrays
+    np.savez(path, __config__=np.array(json.dumps(config)), **arrays)
     with pytest.raises(ValueError, match=r"lying.npz: parameter 'encoder.0.W' has shape \(8, 5\); its settings "
-                                         r"ask for \(1000000000, 5\)"):
+                                         r"ask for \(100, 5\)"):
         minivae.VAE.load(path)
     config["input_dim"], config["hidden"] = 8, "five"
     np.savez(path, __config__=np.array(json.dumps(config)), **arrays)
