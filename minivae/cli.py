@@ -146,6 +146,9 @@ def build_parser():
 
     from . import bench
     bench.add_parser(subcommands)
+
+    from . import variants
+    variants.add_parser(subcommands)
     return parser
 
 
@@ -305,6 +308,7 @@ def _check_output_options(args):
         _check_compare_options(args)
     if args.command in ("train", "compare"):
         _require(args.seed >= 0, f"--seed must be a non-negative integer; got {args.seed}")
+    if args.command in ("train", "compare", "variants"):
         files.check_output_folder(args.out, "--out")
     elif args.command == "notebooks":
         files.check_output_folder(args.out_dir, "DIR")
@@ -606,7 +610,12 @@ def load_resumed_state(out, model_config, optimizer):
 
     from .vae import VAE
 
-    model = VAE.load(out / "params.npz")
+    path = out / "params.npz"
+    try:
+        model = VAE.load(path)
+    except ValueError as error:
+        message = str(error)
+        raise ValueError(message if str(path) in message else f"{str(path)!r}: {message}") from None
     for key in ("input_dim", "latent_dim", "hidden", "likelihood", "num_values", "dtype"):
         _require(model.config[key] == model_config[key],
                  f"--resume: {str(out / 'params.npz')!r} holds a model with {key}={model.config[key]!r}; "
