@@ -837,8 +837,9 @@ def run_bench(args):
                             log=lambda message: print(message, file=sys.stderr, flush=True))
     print(format_results(results))
     if args.json:
-        with open(args.json, "w") as file:
-            json.dump(results, file, indent=1)
+        from .files import write_text
+
+        write_text(args.json, json.dumps(results, indent=1))
         print(f"wrote {args.json}")
     return 0
 

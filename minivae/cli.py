@@ -526,9 +526,10 @@ def check_model_size(input_dim, latent_dim, hidden, num_values, n_train):
     hidden -> input_dim × num_values (categorical) or input_dim; each layer has in × out + out
     parameters.
     """
-    output_dim = input_dim * (num_values or 1)
-    sizes = [(input_dim, *hidden, 2 * latent_dim), (latent_dim, *hidden[::-1], output_dim)]
-    n_params = sum(a * b + b for layers in sizes for a, b in zip(layers[:-1], layers[1:]))
+    from .vae import network_size
+
+    n_params = network_size(input_dim, latent_dim, hidden, "categorical" if num_values else "gaussian",
+                            num_values or 1)
     if n_params > MAX_PARAMETERS:
         shape = f"{n_train} training rows of {input_dim} columns"
         hint = (" Are the examples in the columns of the file? minivae takes one example per row."

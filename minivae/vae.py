@@ -22,6 +22,7 @@ import numpy as np
 from . import backend as backends
 from . import evaluate, ops
 from .checks import check_rng, positive_int
+from .files import atomic_path
 from .layers import ACTIVATIONS, MLP, LeakyReLU
 from .likelihoods import LIKELIHOODS, make_likelihood
 from .objectives import ELBO, KL_METHODS
@@ -446,17 +447,10 @@ class VAE:
                       prior=dict(self.prior.config(), name=self.prior.name), model=type(self).__name__)
         path = os.fspath(path)
         if not path.endswith(".npz"):
-            path += ".npz"  # what np.savez would do; the rename below needs the final name
-        temporary = f"{path}.tmp-{os.getpid()}"
-        try:
+            path += ".npz"  # what np.savez would do; the rename needs the final name
+        with atomic_path(path) as temporary:
             with open(temporary, "wb") as file:
                 np.savez(file, **{CONFIG_KEY: np.array(json.dumps(config))}, **self.params)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
 
     @classmethod
     def load(cls, path, prior=None):
@@ -634,11 +628,20 @@ def check_shapes(arrays, expected, where="", expects="this model expects"):
 MAX_NETWORK_PARAMETERS = 2 ** 31  # ~8 GB of float32 weights: settings beyond this are a mistake, not a model
 
 
-def check_network_size(input_dim, latent_dim, hidden, likelihood="gaussian", num_values=2):
-    """ValueError when the settings ask for more than MAX_NETWORK_PARAMETERS weights, before any is made."""
+def network_size(input_dim, latent_dim, hidden, likelihood="gaussian", num_values=2):
+    """The number of weights and biases of a VAE's encoder and decoder, computed without building them.
+
+    The encoder maps input_dim -> hidden -> 2 latent_dim, the decoder latent_dim -> reversed hidden ->
+    input_dim (times num_values for the categorical likelihood); a layer has in · out + out numbers.
+    """
     output = input_dim * (num_values if likelihood == "categorical" else 1)
     widths = [input_dim, *hidden, 2 * latent_dim], [latent_dim, *hidden[::-1], output]
-    count = sum(a * b + b for sizes in widths for a, b in zip(sizes[:-1], sizes[1:]))
+    return sum(a * b + b for sizes in widths for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def check_network_size(input_dim, latent_dim, hidden, likelihood="gaussian", num_values=2):
+    """ValueError when the settings ask for more than MAX_NETWORK_PARAMETERS weights, before any is made."""
+    count = network_size(input_dim, latent_dim, hidden, likelihood, num_values)
     if count > MAX_NETWORK_PARAMETERS:
         raise ValueError(f"these settings ask for {count:,} weights (input_dim={input_dim}, latent_dim={latent_dim}, "
                          f"hidden={tuple(hidden)}, num_values={num_values}); more than {MAX_NETWORK_PARAMETERS:,} "

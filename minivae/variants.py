@@ -84,6 +84,8 @@ def run_variant(name, data, seed=0, quick=False):
     start = time.perf_counter()
     history = fit(model, x["train"], x["val"], objective=objective, epochs=settings["epochs"],
                   rng=np.random.default_rng(seed), verbose=False)
+    if history.interrupted:  # fit keeps the work and returns; the table stops
+        raise KeyboardInterrupt
     seconds = time.perf_counter() - start
     rng = np.random.default_rng([seed, 3])
     test_nelbo = -float(np.mean(model.elbo(x["test"], n_samples=REFERENCE.elbo_samples, rng=rng)))
@@ -148,9 +150,9 @@ def run(args):
             rows.append(run_variant(name, data, seed, args.quick))
             print(format_table(rows[-1:]).splitlines()[1], file=sys.stderr, flush=True)
     print(format_table(rows))
-    temporary = out / "variants.json.tmp"
-    temporary.write_text(json.dumps({"reference": REFERENCE.to_dict(), "quick": bool(args.quick), "rows": rows},
-                                    indent=1))
-    temporary.replace(out / "variants.json")
+    from .files import write_text
+
+    write_text(out / "variants.json", json.dumps({"reference": REFERENCE.to_dict(), "quick": bool(args.quick),
+                                                  "rows": rows}, indent=1))
     print(f"wrote {out / 'variants.json'}")
     return 0
