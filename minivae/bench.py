@@ -57,7 +57,9 @@ BATCH_SIZE = REFERENCE.batch_size
 LEARNING_RATE = REFERENCE.lr
 LEAKY_RELU_SLOPE = REFERENCE.leaky_relu_slope
 GEMM_BIG = 1024  # the 1024 x 1024 x 1024 product
-FAMILY_STEPS = ("iwae50", "vamp50")  # the model family's most expensive steps (see minivae.variants)
+FAMILY_STEPS = ("iwae50", "vamp50")
+MNIST_ROWS, MNIST_INPUT_DIM, MNIST_HIDDEN, MNIST_BATCH_SIZE = 60000, 784, (512, 256), 128  # an MNIST-sized run
+BUSY_SPREAD = 1.25  # repeats of one measurement whose slowest is 25% above the fastest: the machine was busy  # the model family's most expensive steps (see minivae.variants)
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 WORKER_TIMEOUT_SECONDS = 900  # one subprocess; a whole --train run of PyTorch takes about a minute
@@ -250,13 +252,15 @@ def _step_worker(options):
 def _time_steps(step, options):
     for _ in range(options["step_count"]):  # warm up: compile or load kernels, fill caches
         step()
-    best = math.inf
+    repeats = []
     for _ in range(options["step_repeats"]):
         start = time.perf_counter()
         for _ in range(options["step_count"]):
             step()
-        best = min(best, (time.perf_counter() - start) / options["step_count"])
-    return {"ms_per_step": best * 1e3, "steps_per_second": 1 / best}
+        repeats.append((time.perf_counter() - start) / options["step_count"])
+    best = min(repeats)
+    # the spread of the repeats, slowest over fastest: on a quiet machine a few percent
+    return {"ms_per_step": best * 1e3, "steps_per_second": 1 / best, "spread": max(repeats) / best}
 
 
 def _torch_reference(torch, seed=0):
@@ -388,13 +392,26 @@ def _memory_worker(options):
     from .training import fit
     from .vae import VAE
 
-    x_train, _ = datasets.load_digits("train")
-    x_val, _ = datasets.load_digits("val")
-    model = VAE(INPUT_DIM, LATENT_DIM, hidden=HIDDEN, num_values=NUM_VALUES, dtype=np.float32,
-                backend="numba")
-    history = fit(model, x_train, x_val, epochs=options["epochs"], patience=None, verbose=False,
-                  rng=np.random.default_rng(0))
-    return {"maxrss_mib": _maxrss_mib(), "epochs": history.epochs, "steps": history.steps}
+    if options.get("mnist_sized"):
+        # MNIST's size: 60000 binary images of 784 pixels (random here: memory does not depend on the
+        # values), a Bernoulli decoder, hidden 512-256, batch 128, validated on 10000 images
+        rng = np.random.default_rng(0)
+        rows = options.get("rows", MNIST_ROWS)
+        x_train = (rng.random((rows, MNIST_INPUT_DIM)) < 0.13).astype(np.float32)
+        x_val = (rng.random((rows // 6, MNIST_INPUT_DIM)) < 0.13).astype(np.float32)
+        model = VAE(MNIST_INPUT_DIM, LATENT_DIM, hidden=MNIST_HIDDEN, likelihood="bernoulli", dtype=np.float32,
+                    backend="numba")
+        batch_size = MNIST_BATCH_SIZE
+    else:
+        x_train, _ = datasets.load_digits("train")
+        x_val, _ = datasets.load_digits("val")
+        model = VAE(INPUT_DIM, LATENT_DIM, hidden=HIDDEN, num_values=NUM_VALUES, dtype=np.float32,
+                    backend="numba")
+        batch_size = BATCH_SIZE
+    history = fit(model, x_train, x_val, epochs=options["epochs"], batch_size=batch_size, patience=None,
+                  verbose=False, rng=np.random.default_rng(0))
+    return {"maxrss_mib": _maxrss_mib(), "epochs": history.epochs, "steps": history.steps,
+            "rows": len(x_train), "n_params": model.n_params}
 
 
 def _maxrss_mib():
@@ -640,6 +657,8 @@ def run_benchmark(quick=False, train=False, log=print):
         "baseline_mib": run_worker("baseline_memory", {}, 1).get("maxrss_mib"),
         "baseline_kernels_mib": run_worker("baseline_memory", {"kernels": True}, 1).get("maxrss_mib"),
         "training": run_worker("memory", {"epochs": settings["memory_epochs"]}, 1),
+        "mnist_training": run_worker("memory", {"epochs": 1, "mnist_sized": True,
+                                                "rows": MNIST_ROWS if not quick else 600}, 1),
     }
 
     log("compile time ...")
@@ -648,7 +667,30 @@ def run_benchmark(quick=False, train=False, log=print):
     results["train"] = _measure_training(thread_counts, log) if train else None
     results["load_after"] = _load_average()
     results["seconds"] = time.perf_counter() - start
+    results["busy"] = busy_reasons(results)
     return results
+
+
+def busy_reasons(results):
+    """Why the measurements of ``results`` should not be trusted, as sentences (empty: none found).
+
+    A load average above the number of cores, before or after, means other work competed for them;
+    step timings whose repeats spread by more than ``BUSY_SPREAD`` mean the same, seen from inside.
+    """
+    reasons = []
+    cores = results["machine"].get("cpu_count") or os.cpu_count() or 1
+    for when in ("load_before", "load_after"):
+        load = results.get(when)
+        if load is not None and load[0] > cores:
+            reasons.append(f"the load average {when.split('_')[1]} the run was {load[0]:.1f} on {cores} cores")
+    spread = [s for s in results.get("steps", []) + results.get("family_steps", [])
+              if s.get("spread", 1.0) > BUSY_SPREAD]
+    if spread:
+        worst = max(spread, key=lambda s: s["spread"])
+        reasons.append(f"{len(spread)} step timings disagree between repeats by more than "
+                       f"{BUSY_SPREAD - 1:.0%} (worst: {worst['backend']}, {worst['threads']} thread(s), "
+                       f"{worst['spread'] - 1:.0%})")
+    return reasons
 
 
 def _measure_compile(cold):
@@ -763,6 +805,10 @@ def format_results(results):
             ratio = f"{ms / s['ms_per_step']:.2f}x" if ms else ""
             lines.append(f"  {s['variant']:<10} {s['backend']:<8} {s['threads']:>7} {s['ms_per_step']:>9.2f} {ratio:>9}")
 
+    if results.get("busy"):
+        lines[2:2] = ["WARNING: the machine was busy, so the times and ratios below mean little: "
+                      + "; ".join(results["busy"]) + ". Measure again on a quiet machine.", ""]
+
     memory = results["memory"]
     training = memory["training"]
     lines += ["", "Memory (peak resident set, ru_maxrss)",
@@ -770,6 +816,13 @@ def format_results(results):
               f"LLVM): {_mib(memory['baseline_kernels_mib'])}",
               f"  training {training.get('epochs', '?')} epochs (numba backend): "
               f"{_mib(training.get('maxrss_mib'))}"]
+    mnist = memory.get("mnist_training") or {}
+    if "maxrss_mib" in mnist:
+        lines.append(f"  an MNIST-sized run ({mnist['rows']} binary images of {MNIST_INPUT_DIM} pixels, hidden "
+                     f"{'-'.join(map(str, MNIST_HIDDEN))}, Bernoulli, batch {MNIST_BATCH_SIZE}, {mnist['n_params']} "
+                     f"parameters), one epoch: {_mib(mnist['maxrss_mib'])}")
+    elif mnist:
+        lines.append(f"  an MNIST-sized run: {mnist.get('status')}")
 
     compile_ = results["compile"]
     lines += ["", "First float32 training step, numba backend (compile or load from the cache)"]
