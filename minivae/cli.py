@@ -104,14 +104,25 @@ def build_parser():
     model.add_argument("--num-values", type=int,
                        help="values per dimension for categorical (default: 17 for the digits, max+1 for "
                             f"--data; at most {MAX_CATEGORICAL_VALUES})")
-    model.add_argument("--latent", type=int, default=REFERENCE.latent_dim,
-                       help=f"latent dimensions (default {REFERENCE.latent_dim})")
+    model.add_argument("--latent", default=str(REFERENCE.latent_dim), metavar="L[,L2]",
+                       help=f"latent dimensions (default {REFERENCE.latent_dim}); two sizes, e.g. 16,8, make a "
+                            f"two-level VAE with z1 of L and z2 of L2 dimensions")
+    model.add_argument("--prior", default="standard", metavar="PRIOR",
+                       help="the prior: standard (N(0, I)), mog:K (a learned mixture of K Gaussians) or vamp:K "
+                            "(a VampPrior with K pseudo-inputs started at training examples) (default %(default)s)")
     model.add_argument("--hidden", default=",".join(map(str, REFERENCE.hidden)),
                        help="hidden widths, comma separated; '' for a linear model (default %(default)s)")
     model.add_argument("--activation", choices=["leaky_relu", "relu", "tanh", "sigmoid"], default="leaky_relu")
     model.add_argument("--variance", type=float, default=1.0, help="Gaussian σ² (initial value if learned)")
     model.add_argument("--learn-variance", action="store_true", help="learn the Gaussian σ²")
     model.add_argument("--beta", type=float, default=1.0, help="KL weight in the training loss (default %(default)s)")
+    model.add_argument("--objective", default="elbo", metavar="OBJECTIVE",
+                       help="the training objective: elbo, or iwae:K (the importance-weighted bound with K samples) "
+                            "(default %(default)s)")
+    model.add_argument("--warmup", type=int, metavar="EPOCHS",
+                       help="KL warm-up: the KL's weight rises linearly from 0 to --beta over this many epochs")
+    model.add_argument("--free-bits", type=float, metavar="NATS",
+                       help="free bits: a floor of NATS per latent dimension on the batch-averaged KL")
     model.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     optimisation = train.add_argument_group("optimisation")
     optimisation.add_argument("--optimizer", choices=["adamax", "adam", "sgd"], default="adamax")
@@ -377,7 +388,9 @@ def parse_image_shape(text):
 
 def check_train_options(args):
     """Every option of ``minivae train`` that can be checked without the data; a ValueError names it."""
-    for option in ("latent", "epochs", "batch_size", "patience", "val_samples", "test_samples"):
+    latent = parse_latent(args.latent)
+    prior, objective = parse_model_family(args)
+    for option in ("epochs", "batch_size", "patience", "val_samples", "test_samples"):
         value = getattr(args, option)
         _require(value >= 1, f"--{option.replace('_', '-')} must be a positive integer; got {value}")
     for option in ("lr", "variance"):
@@ -414,9 +427,49 @@ def check_train_options(args):
     data_files = [path for path in (args.data, args.val_data, args.test_data) if path is not None]
     _require(args.npz_key is None or any(path.lower().endswith(".npz") for path in data_files),
              f"--npz-key applies to .npz files; {', '.join(map(repr, data_files))} holds none")
+    if args.warmup is not None:
+        _require(args.warmup <= args.epochs, f"--warmup {args.warmup} is longer than the run (--epochs "
+                                             f"{args.epochs}): the KL would never reach its full weight")
+    _require(len(latent) == 1 or not str(args.prior).startswith("vamp"),
+             "--prior vamp:K takes one latent size: the VampPrior mixes posteriors of the data's encoder")
     hidden = parse_hidden(args.hidden)
     image_shape = None if args.image_shape is None else parse_image_shape(args.image_shape)
-    return hidden, image_shape
+    return hidden, image_shape, latent
+
+
+def parse_latent(text):
+    """--latent: one size, or two (a two-level VAE), as a tuple of positive integers."""
+    try:
+        sizes = tuple(int(part) for part in str(text).split(","))
+    except ValueError:
+        raise ValueError(f"--latent takes one or two positive integers separated by a comma (16 or 16,8); "
+                         f"got {text!r}") from None
+    _require(1 <= len(sizes) <= 2 and all(size >= 1 for size in sizes),
+             f"--latent takes one or two positive integers separated by a comma (16 or 16,8); got {text!r}")
+    return sizes
+
+
+def parse_model_family(args):
+    """--prior, --objective, --warmup, --free-bits checked; the prior's spec and the objective object."""
+    from .objectives import make_objective
+    from .priors import make_prior
+
+    _require(args.warmup is None or args.warmup >= 1, f"--warmup must be a positive number of epochs; got "
+                                                      f"{args.warmup}")
+    _require(args.free_bits is None or (math.isfinite(args.free_bits) and args.free_bits >= 0),
+             f"--free-bits must be a number of nats ≥ 0; got {args.free_bits}")
+    try:
+        prior = make_prior(args.prior)  # the spec is checked here; a VampPrior gets its data when the model is built
+    except ValueError as error:
+        raise ValueError(f"--prior: {error}") from None
+    _require(args.free_bits is None or hasattr(prior, "kl_per_dimension"),
+             f"--free-bits needs a prior whose KL splits over latent dimensions in closed form (standard); "
+             f"got --prior {args.prior}")
+    try:
+        objective = make_objective(args.objective, beta=args.beta, warmup=args.warmup, free_bits=args.free_bits)
+    except ValueError as error:
+        raise ValueError(f"--objective: {error}") from None
+    return args.prior, objective
 
 
 # --------------------------------------------------------------------------------------------------
@@ -671,6 +724,8 @@ def run_train(args):
 
     from . import optim
     from .files import OutputFolder, describe_os_error
+    from .hierarchical import TwoLevelVAE
+    from .priors import make_prior
     from .training import History, TrainingError, fit
     from .vae import VAE
 
@@ -678,7 +733,7 @@ def run_train(args):
     previous = None  # the history of the run being resumed
     if args.resume:
         args, previous = resumed_arguments(args)
-    hidden, image_shape_option = check_train_options(args)
+    hidden, image_shape_option, latent = check_train_options(args)
     out = Path(args.out)  # checked by main: a folder we can write to
     x, labels, image_shape = load_training_data(args)
     x, num_values = prepare_for_likelihood(x, args)
@@ -688,10 +743,19 @@ def run_train(args):
                  f"--image-shape {args.image_shape} has {image_shape_option[0] * image_shape_option[1]} pixels; "
                  f"the data has {input_dim} columns")
         image_shape = image_shape_option
-    check_model_size(input_dim, args.latent, hidden, num_values, len(x["train"]))
-    model = VAE(input_dim, args.latent, hidden=hidden, activation=args.activation,
-                likelihood=args.likelihood, num_values=num_values or 17, variance=args.variance,
-                learn_variance=args.learn_variance, beta=args.beta, seed=args.seed, dtype=args.dtype)
+    check_model_size(input_dim, latent[0], hidden, num_values, len(x["train"]))
+    _, objective = parse_model_family(args)
+    prior = args.prior
+    if prior.startswith("vamp"):
+        from .priors import VampPrior
+        prior = VampPrior(make_prior(prior).n_components, data=x["train"])
+    options = dict(hidden=hidden, activation=args.activation, likelihood=args.likelihood,
+                   num_values=num_values or 17, variance=args.variance, learn_variance=args.learn_variance,
+                   prior=prior, beta=args.beta, seed=args.seed, dtype=args.dtype)
+    if len(latent) == 2:
+        model = TwoLevelVAE(input_dim, latent, **options)
+    else:
+        model = VAE(input_dim, latent[0], **options)
     optimizer = optim.make_optimizer(args.optimizer, args.lr)
     done = 0  # epochs finished before this command
     if previous is not None:
@@ -713,9 +777,12 @@ def run_train(args):
     rng = np.random.default_rng(args.seed if done == 0 else [args.seed, done])  # a resumed run: a new stream
     try:
         if args.epochs > done and not (previous is not None and previous.get("stopped_early")):
-            history = fit(model, x["train"], x["val"], epochs=args.epochs - done, batch_size=args.batch_size,
-                          optimizer=optimizer, patience=args.patience, rng=rng, val_samples=args.val_samples,
-                          ema=args.ema or None, verbose=not args.quiet)
+            if getattr(objective, "warmup", None) is not None and done:
+                objective.warmup_start = min(1.0, done / objective.warmup)  # a resumed warm-up goes on
+                objective.warmup = max(1, objective.warmup - done)
+            history = fit(model, x["train"], x["val"], objective=objective, epochs=args.epochs - done,
+                          batch_size=args.batch_size, optimizer=optimizer, patience=args.patience, rng=rng,
+                          val_samples=args.val_samples, ema=args.ema or None, verbose=not args.quiet)
         else:  # resuming a run whose training was complete, interrupted in its evaluation or figures
             history = History()
     except TrainingError as error:
@@ -800,7 +867,7 @@ def run_train(args):
                           f"{history.epochs} finished epochs in {out}/: {names}")
     print(f"test -ELBO {summary['test_nelbo']:.2f} nats, test NLL (K={args.test_samples}) "
           f"{summary['test_nll']:.2f} nats ({summary['test_nll_bits_per_dim']:.3f} bits/dim), "
-          f"rate {summary['test_rate']:.2f}, active units {summary['active_units']}/{model.latent_dim}; "
+          f"rate {summary['test_rate']:.2f}, active units {_units(summary['active_units'], model)}; "
           f"{history.epochs} epochs in {train_seconds:.1f} s")
     print(f"wrote {out}/: {names}")
     return 0
@@ -827,8 +894,20 @@ def evaluate(model, test, test_samples, seed):
         "test_distortion": float(-np.mean(reconstruction)),
         "test_nll_samples": test_samples,
         "test_elbo_samples": REFERENCE.elbo_samples,
-        "active_units": model.active_units(test),
+        "active_units": _json_units(model.active_units(test)),
     }
+
+
+def _json_units(units):
+    """Active units as JSON: a number, or a list with one number per level."""
+    return list(units) if isinstance(units, tuple) else units
+
+
+def _units(units, model):
+    """'12/16', or for a two-level VAE '14/16 and 3/8'."""
+    if isinstance(units, list):
+        return " and ".join(f"{n}/{size}" for n, size in zip(units, model.latent_dims))
+    return f"{units}/{model.latent_dim}"
 
 
 def write_train_figures(model, history, x, labels, image_shape, folder, rng):
@@ -840,14 +919,19 @@ def write_train_figures(model, history, x, labels, image_shape, folder, rng):
     plots.plot_history(history, folder.path("curves.png"), title="Training and validation −ELBO")
     mu, _ = model.encode(test)
     test_labels = None if labels is None else labels["test"]
-    plots.plot_latent(mu, test_labels, folder.path("latent.png"), title="Posterior means of the test set")
+    units = _units(_json_units(model.active_units(test)), model)
+    level = " (z1)" if hasattr(model, "latent_dims") else ""
+    plots.plot_latent(mu, test_labels, folder.path("latent.png"),
+                      title=f"Posterior means of the test set{level}; active units {units}")
     if image_shape is None:
         return
     vmax = float(max(test.max(), 1))
     plots.plot_reconstructions(test[:10], model.reconstruct(test[:10]), image_shape,
                                folder.path("reconstructions.png"), vmax=vmax)
     plots.plot_samples(model.sample(40, rng=rng, mean=True), image_shape, folder.path("samples.png"), vmax=vmax,
-                       title="Samples from the prior (decoder means)")
+                       title=f"Samples from the prior, {model.prior.name}" + (
+                           f" with {model.prior.n_components} components" if hasattr(model.prior, "n_components")
+                           else "") + " (decoder means)")
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def test_bad_options_are_reported_not_raised(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["train", "--latent", "0", "--out", str(tmp_path / "x"), "--quiet"])
     assert exit_info.value.code == 2
-    assert "--latent must be a positive integer; got 0" in capsys.readouterr().err
+    assert "--latent takes one or two positive integers separated by a comma (16 or 16,8); got '0'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["train", "--data", str(tmp_path / "missing.npy"), "--out", str(tmp_path / "y")])
     assert "missing.npy" in capsys.readouterr().err
@@ -227,3 +227,43 @@ def test_ctrl_c_stops_compare_even_inside_fit(tmp_path, capsys, monkeypatch):
     assert code == 130 and line == "minivae compare: interrupted by SIGINT"
     assert len(steps) <= 26  # stopped at once, not after this and the next models
     assert not (tmp_path / "compare.json").exists()
+
+
+def test_train_the_model_family_from_the_command_line(tmp_path):
+    # a mixture prior with the IWAE objective; a two-level VAE with warm-up; a VampPrior with free bits
+    for options, check in [
+            (["--prior", "mog:3", "--objective", "iwae:3"], lambda m: (m.prior.n_components, type(m).__name__) == (3, "VAE")),
+            (["--latent", "4,2", "--warmup", "2"], lambda m: m.latent_dims == (4, 2)),
+            (["--prior", "vamp:5", "--warmup", "1"], lambda m: m.prior.name == "vamp"),
+            (["--free-bits", "0.1"], lambda m: m.prior.name == "standard")]:
+        out = tmp_path / "_".join(options).replace(":", "").replace(",", "").replace("-", "")
+        result = subprocess.run([sys.executable, "-m", "minivae", "train", "--epochs", "2", "--hidden", "16",
+                                 "--latent", "4", "--test-samples", "8", "--out", str(out), "--quiet", *options],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        model = VAE.load(out / "params.npz")
+        assert check(model), options
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["settings"]["prior"] == (options[1] if options[0] == "--prior" else "standard")
+        if "4,2" in options:
+            assert len(summary["active_units"]) == 2 and " and " in result.stdout
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--prior", "gauss"], "--prior: prior must be a minivae.priors.Prior, 'standard', 'mog:K' or 'vamp:K'"),
+    (["--prior", "mog:0"], "--prior: prior 'mog:0': the number of components must be at least 1"),
+    (["--objective", "iwae:0"], "--objective: k must be a positive integer"),
+    (["--objective", "vi"], "--objective: objective must be 'elbo' or 'iwae:K'"),
+    (["--free-bits", "-1"], "--free-bits must be a number of nats ≥ 0"),
+    (["--warmup", "50", "--epochs", "10"], "--warmup 50 is longer than the run"),
+    (["--latent", "4,2,1"], "--latent takes one or two positive integers"),
+    (["--prior", "mog:4", "--free-bits", "0.5"], "--free-bits needs a prior whose KL splits over latent dimensions"),
+    (["--objective", "iwae:5", "--beta", "2"], "--objective: warm-up, free bits and beta belong to the ELBO"),
+])
+def test_model_family_options_are_checked_before_training(options, message, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "minivae", "train", "--out", str(tmp_path / "run"), *options],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not (tmp_path / "run" / "params.npz").exists()
