@@ -6,11 +6,14 @@
     prior        p(z), N(0, I) by default              :mod:`minivae.priors`
     ELBO(x)    = E_q[log p(x|z)] - KL(q(z|x) || p(z))  ≤ log p(x)
 
-The VAE holds the pieces and the parameters and offers encode, decode, sample, save and load. It
-computes no loss itself: the training loss and its hand-written backward are the objective's
-(:class:`minivae.objectives.ELBO`, whose ``loss_and_grads`` reads as one chain of leaf operations,
-forward then backward), and the evaluation measures are in :mod:`minivae.evaluate`.
-:meth:`VAE.loss_and_grads`, :meth:`VAE.elbo` and :meth:`VAE.log_likelihood` are thin calls into them.
+The VAE holds the pieces and the parameters and offers encode, decode, sample, save and load, and
+the two terms every ELBO-like objective is made of, per sample: :meth:`VAE.elbo_terms` computes
+log p(x|z) and the KL as one chain of leaf operations (encoder, reparameterization, decoder,
+likelihood, prior), and :meth:`VAE.elbo_terms_backward` runs the same chain backward by hand. It
+computes no loss: the objectives of :mod:`minivae.objectives` combine the terms into one (the ELBO,
+the IWAE bound), and :mod:`minivae.evaluate` into the measures (the ELBO's parts, the
+importance-weighted log p(x)). :meth:`VAE.loss_and_grads`, :meth:`VAE.elbo` and
+:meth:`VAE.log_likelihood` are thin calls into them.
 """
 
 import json
