@@ -124,6 +124,23 @@ def test_each_known_mistake_fails_with_the_hint_that_names_it(tmp_path, name, mi
     assert f"hint ({mistake_name}): {mistake.hint}" in result.output
 
 
+def test_a_half_done_exercise_names_the_missing_function_and_an_imported_solution_scores_zero():
+    import minivae.ops as ops
+
+    def reparameterize_backward(dz, cache):
+        raise NotImplementedError("reparameterize_backward (exercise reparameterize): fill in the TODO")
+
+    half = types.SimpleNamespace(reparameterize=lambda mu, logvar, eps: ops.reparameterize(mu, logvar, eps),
+                                 reparameterize_backward=reparameterize_backward,
+                                 __file__="reparameterize.py")
+    result = exercises.grade("reparameterize", half, SEED)
+    assert result.score == 0 and result.status == "not implemented"
+    assert "not implemented: reparameterize_backward (exercise reparameterize)" in result.output
+    copied = types.SimpleNamespace(linear_backward=ops.linear_backward, __file__="linear_backward.py")
+    result = exercises.grade("linear_backward", copied, SEED)
+    assert result.score == 0 and "imports linear_backward from minivae instead of defining it" in result.output
+
+
 def test_no_hint_for_an_unknown_mistake_and_the_problem_is_shown():
     def linear_backward(dout, cache, need_dx=True):
         x, W = cache
@@ -165,7 +182,7 @@ def test_the_backward_is_checked_against_the_students_own_forward():
         return ops.kl_standard_normal(mu, logvar)[0] + 0.1 * np.sum(mu, axis=-1), (mu, np.exp(logvar))
 
     student = types.SimpleNamespace(kl_standard_normal=kl_standard_normal,
-                                    kl_standard_normal_backward=ops.kl_standard_normal_backward)
+                                    kl_standard_normal_backward=lambda dkl, cache: ops.kl_standard_normal_backward(dkl, cache))
     result = exercises.grade("kl_standard_normal", student, SEED)
     assert "dmu: relative error" in result.output and "finite differences of your forward" in result.output
     assert "dlogvar: relative error" not in result.output
@@ -210,7 +227,7 @@ def test_the_student_file_is_the_librarys_function_with_the_body_blanked(blanks)
     signature_and_docstring = inspect.getsource(ops.linear_backward).split("# BEGIN SOLUTION")[0].rstrip()
     assert signature_and_docstring in text
     assert "# TODO (linear_backward): x, W = cache with x (N, in_dim)" in text
-    assert 'raise NotImplementedError("linear_backward: not implemented yet' in text
+    assert 'raise NotImplementedError("linear_backward (exercise linear_backward): fill in the TODO")' in text
     compile(text, "linear_backward.py", "exec")
     assert json.loads((blanks / "assignment.json").read_text())["seed"] == SEED
     assert "python -m pytest" in (blanks / "README.md").read_text()
@@ -292,7 +309,7 @@ def test_the_folder_grades_itself_outside_the_checkout(tmp_path):
     assert graded.returncode == 0 and "3 passed" in graded.stdout, graded.stdout + graded.stderr
     failing = run("-m", "pytest", cwd=blank)
     assert failing.returncode == 1 and "3 failed" in failing.stdout
-    assert "not implemented: linear_backward" in failing.stdout
+    assert "not implemented: linear_backward (exercise linear_backward): fill in the TODO" in failing.stdout
     checked = run("-m", "minivae.exercises", "check", ".", cwd=solved)
     assert checked.returncode == 0 and "score: 3 / 3" in checked.stdout, checked.stdout + checked.stderr
     assert json.loads((solved / "results.json").read_text())["score"] == 3

@@ -176,7 +176,7 @@ def table(results):
     score, total = sum(r.score for r in results), sum(r.max_score for r in results)
     lines.append(f"score: {score:g} / {total:g}")
     for r in results:
-        if not r.passed:
+        if not r.passed and r.status != "not implemented":
             lines.append(f"\n{r.name}:\n  " + "\n  ".join(r.output.splitlines()))
     return "\n".join(lines)
 

@@ -139,11 +139,15 @@ def resolver(exercise, student=None):
 
     def f(name):
         module, _, attr = name.rpartition(".")
+        library = getattr(importlib.import_module("minivae." + module), attr)
         if student is not None and attr in own:
+            file = Path(getattr(student, "__file__", "your file")).name
             if not hasattr(student, attr):
-                raise LoadError(f"{Path(student.__file__).name} does not define {attr}")
+                raise LoadError(f"{file} does not define {attr}")
+            if getattr(student, attr) is library:
+                raise LoadError(f"{file} imports {attr} from minivae instead of defining it: write your own")
             return getattr(student, attr)
-        return getattr(importlib.import_module("minivae." + module), attr)
+        return library
     return f
 
 
@@ -190,8 +194,8 @@ def grade(exercise, student, seed=0):
                 exercise.run(mine, inputs, got)
             except NotImplementedError as error:
                 result.status = "not implemented"
-                result.lines = [f"not implemented: {error or 'a function raises NotImplementedError'} "
-                                f"(replace `raise NotImplementedError` by your code)"]
+                result.lines = [f"not implemented: {error or 'a function raises NotImplementedError'}; replace "
+                                f"`raise NotImplementedError` by your code"]
                 return result
             except LoadError as error:
                 result.status, result.lines = "error", [str(error)]

@@ -76,7 +76,7 @@ def solution_lines(path, label=None):
     return code
 
 
-def blank(source, label, todos, exercise):
+def blank(source, label, todos, exercise, function):
     """``source`` with its regions of ``label`` replaced by a TODO and ``raise NotImplementedError``.
 
     Parameters
@@ -85,6 +85,7 @@ def blank(source, label, todos, exercise):
     label : str or None, which regions
     todos : list of str, the TODO of each region in order (the last one repeats)
     exercise : str, the exercise's name (in the TODO and the error message)
+    function : str, the function's name (in the error message)
     """
     lines = source.splitlines()
     found = regions(source, label)
@@ -94,7 +95,7 @@ def blank(source, label, todos, exercise):
         indent = lines[begin][:len(lines[begin]) - len(lines[begin].lstrip())]
         todo = todos[min(index, len(todos) - 1)].strip().splitlines()
         new = [f"{indent}# TODO ({exercise}): {todo[0]}"] + [f"{indent}#   {line}" for line in todo[1:]]
-        new.append(f'{indent}raise NotImplementedError("{exercise}: not implemented yet (fill in the TODO)")')
+        new.append(f'{indent}raise NotImplementedError("{function} (exercise {exercise}): fill in the TODO")')
         lines[begin:end + 1] = new
     return "\n".join(lines) + "\n"
 
@@ -153,7 +154,7 @@ def student_file(items, header, solutions=False):
                     imports.add(import_line(name, module))
             if not solutions:
                 for label, todos, exercise in selections:
-                    source = blank(source, label, todos, exercise)
+                    source = blank(source, label, todos, exercise, path.rpartition(":")[2])
             sources.append(source.rstrip("\n") + "\n")
         if inspect.isclass(getattr(module, top)):
             alias = f"_library_{module.__name__.rpartition('.')[2]}"
