@@ -181,8 +181,11 @@ def test_the_backward_is_checked_against_the_students_own_forward():
     def kl_standard_normal(mu, logvar):
         return ops.kl_standard_normal(mu, logvar)[0] + 0.1 * np.sum(mu, axis=-1), (mu, np.exp(logvar))
 
+    def kl_standard_normal_backward(dkl, cache):
+        return ops.kl_standard_normal_backward(dkl, cache)
+
     student = types.SimpleNamespace(kl_standard_normal=kl_standard_normal,
-                                    kl_standard_normal_backward=lambda dkl, cache: ops.kl_standard_normal_backward(dkl, cache))
+                                    kl_standard_normal_backward=kl_standard_normal_backward)
     result = exercises.grade("kl_standard_normal", student, SEED)
     assert "dmu: relative error" in result.output and "finite differences of your forward" in result.output
     assert "dlogvar: relative error" not in result.output
@@ -274,7 +277,8 @@ def test_check_survives_syntax_errors_import_errors_and_hangs(tmp_path, capsys):
     report = exercises.check(tmp_path, time_limit=4)
     printed = capsys.readouterr().out
     tests = {test["name"].split(":")[0]: test for test in report["tests"]}
-    assert "syntax error, line" in tests["linear_backward"]["output"] and "x, W = = cache" in tests["linear_backward"]["output"]
+    assert "syntax error, line" in tests["linear_backward"]["output"]
+    assert "x, W = = cache" in tests["linear_backward"]["output"]
     assert "could not be imported: ModuleNotFoundError" in tests["kl_standard_normal"]["output"]
     assert "time limit" in tests["reparameterize"]["output"]
     assert tests["logsumexp"]["score"] == 1 and tests["logsumexp"]["status"] == "passed"

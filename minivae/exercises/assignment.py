@@ -97,11 +97,13 @@ def make(directory, names, seed=0, solutions=False, force=False, time_limit=DEFA
     written = []
     for file_name, items in files.items():
         exercises = sorted(dict.fromkeys(item[3] for item in items), key=names.index)
-        header = (f"{'Solutions' if solutions else 'Exercise'}: {', '.join(exercises)} (minivae exercises, seed {seed}).\n\n"
+        kind = "Solutions" if solutions else "Exercise"
+        header = (f"{kind}: {', '.join(exercises)} (minivae exercises, seed {seed}).\n\n"
                   + ("The instructor's copy: the library's own solutions, between the markers.\n"
                      if solutions else
                      "Fill in each TODO: replace `raise NotImplementedError` by your code (keep the names and the\n"
-                     "signature). Grade it with `python -m pytest` in this folder, or `minivae exercises check .`\n"))
+                     "signature). Grade it with `python -m pytest` in this folder, or with\n"
+                     "`python -m minivae.exercises check .`\n"))
         path = directory / f"{file_name}.py"
         path.write_text(source.student_file(items, header, solutions=solutions), encoding="utf-8")
         written.append(path)
@@ -136,7 +138,7 @@ def check(directory, time_limit=None, out=None, write=True):
     ----------
     directory : path of a folder made by :func:`make`
     time_limit : seconds per exercise (default: the folder's, set by make)
-    out : a text stream for the table (default sys.stdout; None-like False prints nothing)
+    out : a text stream for the table (None: sys.stdout; False: print nothing)
     write : bool, write ``results.json`` in the folder
 
     Returns
@@ -206,7 +208,7 @@ else: the grader is part of minivae.
 Run, in this folder,
 
     python -m pytest                # one test per exercise
-    minivae exercises check .       # or python -m minivae.exercises check .: a table, and results.json
+    python -m minivae.exercises check .   # a table, and results.json
 
 Each exercise is checked in float64 on small arrays drawn from this assignment's seed:
 

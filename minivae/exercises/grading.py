@@ -98,7 +98,8 @@ def _snapshot(value):
 
 def _unchanged(before, after):
     if isinstance(before, np.ndarray):
-        return isinstance(after, np.ndarray) and before.shape == after.shape and np.array_equal(before, after, equal_nan=True)
+        return (isinstance(after, np.ndarray) and before.shape == after.shape
+                and np.array_equal(before, after, equal_nan=True))
     if isinstance(before, dict):
         return isinstance(after, dict) and before.keys() == after.keys() and all(
             _unchanged(before[key], after[key]) for key in before)
@@ -237,7 +238,8 @@ def grade(exercise, student, seed=0):
                             problems.append(f"{label}: relative error {error:.1e} against centered finite differences "
                                             f"of your forward{where}")
                 except Exception as error:
-                    problems.append(f"the gradient check raised {type(error).__name__}: {error}{_student_frames(error, student)}{where}")
+                    problems.append(f"the gradient check raised {type(error).__name__}: {error}"
+                                    f"{_student_frames(error, student)}{where}")
 
     result.worst_error = worst
     if not problems:
@@ -316,7 +318,8 @@ def grade_in_subprocess(folder, name, seed, time_limit=DEFAULT_TIME_LIMIT):
         done = subprocess.run(command, capture_output=True, text=True, timeout=time_limit)
     except subprocess.TimeoutExpired:
         return Result(name, max_score=float(exercise.points), status="time limit",
-                      lines=[f"error: time limit: grading took more than {time_limit:g} s (an infinite loop?); graded zero"])
+                      lines=[f"error: time limit: grading took more than {time_limit:g} s (an infinite loop?); "
+                             f"graded zero"])
     for line in reversed(done.stdout.splitlines()):
         if line.startswith("{"):
             data = json.loads(line)

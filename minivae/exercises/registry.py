@@ -514,7 +514,8 @@ class CategoricalLogProb(Exercise):
         Mistake("wrong_layout", "logits (N, D·L) are read as (N, D, L) in C order: logits[n, d*L:(d+1)*L] belong to "
                                 "dimension d",
                 _layout.__func__,
-                {_F: [("log_softmax(logits.reshape(N, D, -1))", "log_softmax(logits.reshape(N, -1, D).transpose(0, 2, 1))")]}),
+                {_F: [("log_softmax(logits.reshape(N, D, -1))",
+                       "log_softmax(logits.reshape(N, -1, D).transpose(0, 2, 1))")]}),
         Mistake("wrong_axis", "the softmax runs over the L values of each dimension (the last axis of (N, D, L)), not "
                               "over the dimensions",
                 _axis.__func__,
@@ -1109,7 +1110,8 @@ class MixtureOfGaussians(Exercise):
         p, z = c["params"], c["z"][..., None, :]
         logits = p["prior.logits"]
         log_weights = logits - _naive_logsumexp(logits) if normalised else logits
-        per_dim = -0.5 * (np.log(2 * np.pi) + p["prior.logvars"] + (z - p["prior.means"]) ** 2 * np.exp(-p["prior.logvars"]))
+        per_dim = -0.5 * (np.log(2 * np.pi) + p["prior.logvars"]
+                          + (z - p["prior.means"]) ** 2 * np.exp(-p["prior.logvars"]))
         if factorised:
             return {"logp": np.sum(_naive_logsumexp(log_weights[:, None] + per_dim, axis=-2), axis=-1)}
         return {"logp": _naive_logsumexp(log_weights + per_dim.sum(axis=-1), axis=-1)}
@@ -1118,7 +1120,8 @@ class MixtureOfGaussians(Exercise):
     def _logits_gradient(c):
         p, z = c["params"], c["z"][..., None, :]
         log_weights = p["prior.logits"] - _naive_logsumexp(p["prior.logits"])
-        per_dim = -0.5 * (np.log(2 * np.pi) + p["prior.logvars"] + (z - p["prior.means"]) ** 2 * np.exp(-p["prior.logvars"]))
+        per_dim = -0.5 * (np.log(2 * np.pi) + p["prior.logvars"]
+                          + (z - p["prior.means"]) ** 2 * np.exp(-p["prior.logvars"]))
         responsibilities = _softmax(log_weights + per_dim.sum(axis=-1), axis=-1)
         return {"dprior.logits": np.sum(c["dlogp"][:, None] * responsibilities, axis=0)}
 

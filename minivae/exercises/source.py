@@ -104,8 +104,9 @@ def global_names(source, module):
     """The names ``source`` reads from the globals of ``module`` (not builtins), sorted."""
     tree = ast.parse(textwrap.dedent(source))
     names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    namespace = vars(module)
     return sorted(name for name in names
-                  if name in vars(module) and not (hasattr(builtins, name) and getattr(builtins, name) is vars(module)[name]))
+                  if name in namespace and getattr(builtins, name, None) is not namespace[name])
 
 
 def import_line(name, module):
