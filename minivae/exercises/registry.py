@@ -671,7 +671,7 @@ class ELBOBackward(Exercise):
     title = "The whole -ELBO backward: likelihood, decoder, KL, reparameterization, encoder"
     targets = (Target("minivae.vae:VAE.elbo_terms_backward",
                       "dlog_px, dkl: dL/dlog p(x|z) and dL/dKL, (N,) (or (S, N)); the cache unpacked above.\n"
-                      "Fill grads (a dict name -> array) by chaining the backward passes: self.likelihood.backward,\n"
+                      "Create grads = {} and fill it (name -> array) by chaining the backward passes: self.likelihood.backward,\n"
                       "self.decoder.backward -> dL/dz; the KL's gradient (analytic: self.prior.kl_backward; Monte\n"
                       "Carlo: self.prior.log_prob_backward and ops.reparameterized_log_prob_backward);\n"
                       "ops.reparameterize_backward; self.encoder.backward on dh = [dL/dmu, dL/dlogvar] (N, 2·latent_dim)."),)
