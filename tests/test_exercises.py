@@ -342,3 +342,15 @@ def test_add_parser_plugs_into_a_parent_parser(tmp_path, capsys):
     args = parser.parse_args(["exercises", "make", str(tmp_path / "x"), "--set", "adam", "--seed", "4"])
     assert args.run(args) == 0
     assert json.loads((tmp_path / "x" / "assignment.json").read_text())["seed"] == 4
+
+
+def test_grading_runs_on_the_numpy_path_only():
+    """Grading every exercise never imports the compiled kernels (nor numba)."""
+    code = ("import sys\n"
+            "from minivae import exercises\n"
+            "assert all(exercises.grade(name, None, 0).passed for name in exercises.EXERCISES)\n"
+            "print(sorted(name for name in sys.modules if name.startswith(('minivae.kernels', 'numba'))))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "MINIVAE_BACKEND": "numba"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
