@@ -68,6 +68,7 @@ def log_likelihood(model, x, n_samples=512, rng=None):
     -------
     (N,) float64 array, nats
     """
+    # BEGIN SOLUTION
     K = n_samples
     rows = chunk_rows(model)  # decoder rows in one pass
     n_examples = min(x.shape[0], rows)
@@ -86,6 +87,7 @@ def log_likelihood(model, x, n_samples=512, rng=None):
             running_max = new_max
         result[start:start + xb.shape[0]] = running_max + np.log(running_sum) - math.log(K)
     return result
+    # END SOLUTION
 
 
 def active_units(model, x, threshold=ACTIVE_UNIT_THRESHOLD):

@@ -121,10 +121,12 @@ class ELBO:
         """
         N, beta = x.shape[0], self.kl_weight()
         if self.free_bits is None:
+            # BEGIN SOLUTION
             log_px, kl, cache = model.elbo_terms(x, eps, self.kl_method(model))
             loss = float(np.mean(beta * kl - log_px))
             dkl = np.full(N, beta / N)
             rate = float(np.mean(kl))
+            # END SOLUTION
         else:
             if not hasattr(model.prior, "kl_per_dimension"):
                 raise ValueError(f"free_bits needs a prior whose KL splits over dimensions in closed form; the "
@@ -135,7 +137,9 @@ class ELBO:
             # d max(λ, KL̄_j) / d KL_nj = [KL̄_j > λ] / N: the floor stops the gradient of a dimension
             dkl = np.broadcast_to((beta / N) * (kl_mean > self.free_bits), kl.shape)
             rate = float(np.sum(kl_mean))
+        # BEGIN SOLUTION
         grads = model.elbo_terms_backward(np.full(N, -1 / N), dkl, cache)
+        # END SOLUTION
         return loss, grads, {"rate": rate, "distortion": -float(np.mean(log_px))}
 
     def __repr__(self):
@@ -192,6 +196,7 @@ class IWAE:
         stats : dict with "bound", "ess", "rate", "distortion"
         """
         N, k = x.shape[0], eps.shape[0]
+        # BEGIN SOLUTION
         log_px, kl, cache = model.elbo_terms(x, eps, "monte_carlo")                      # (k, N) each
         log_w = log_px - kl
         log_sum, logsumexp_cache = ops.logsumexp(log_w, axis=0)                          # (N,)
@@ -199,6 +204,7 @@ class IWAE:
         loss = -float(np.mean(bound))
         dlog_w = ops.logsumexp_backward(np.full(N, -1 / N), logsumexp_cache)              # -w̃ / N
         grads = model.elbo_terms_backward(dlog_w, -dlog_w, cache)
+        # END SOLUTION
         weights = np.exp(log_w - log_sum)                                                 # w̃, (k, N)
         stats = {"bound": float(np.mean(bound)), "ess": float(np.mean(1 / np.sum(weights * weights, axis=0))),
                  "rate": float(np.mean(kl)), "distortion": -float(np.mean(log_px))}

@@ -62,9 +62,11 @@ def linear_backward(dout, cache, need_dx=True):
     dW : (in_dim, out_dim) array
     db : (out_dim,) array
     """
+    # BEGIN SOLUTION
     x, W = cache
     dx = dout @ W.T if need_dx else None
     return dx, x.T @ dout, dout.sum(axis=0)
+    # END SOLUTION
 
 
 # --------------------------------------------------------------------------------------------------
@@ -144,13 +146,21 @@ def activation_backward(da, cache, activation="identity", slope=LEAKY_RELU_SLOPE
     """
     a = cache
     if activation == "relu":
+        # BEGIN SOLUTION relu
         return np.where(a > 0, da, 0).astype(da.dtype, copy=False)
+        # END SOLUTION
     if activation == "leaky_relu":
+        # BEGIN SOLUTION leaky_relu
         return np.where(a > 0, da, da * da.dtype.type(slope))
+        # END SOLUTION
     if activation == "tanh":
+        # BEGIN SOLUTION tanh
         return da * (1 - a * a)
+        # END SOLUTION
     if activation == "sigmoid":
+        # BEGIN SOLUTION sigmoid
         return da * (a * (1 - a))
+        # END SOLUTION
     if activation == "identity":
         return da
     raise ValueError(f"activation must be one of {ACTIVATIONS}; got {activation!r}")
@@ -228,8 +238,10 @@ def reparameterize(mu, logvar, eps):
     z : array of eps's shape
     cache : (std, eps)
     """
+    # BEGIN SOLUTION
     std = np.exp(0.5 * logvar)
     return mu + std * eps, (std, eps)
+    # END SOLUTION
 
 
 def reparameterize_backward(dz, cache):
@@ -247,11 +259,13 @@ def reparameterize_backward(dz, cache):
     -------
     dmu, dlogvar : (N, latent_dim) arrays
     """
+    # BEGIN SOLUTION
     std, eps = cache
     dmu, dlogvar = dz, dz * eps * (0.5 * std)
     if dz.ndim == 3:  # K draws per example: each draw's gradient adds up
         dmu, dlogvar = dmu.sum(axis=0), dlogvar.sum(axis=0)
     return dmu, dlogvar
+    # END SOLUTION
 
 
 def diagonal_gaussian_log_prob(z, mu, logvar):
@@ -355,8 +369,10 @@ def kl_standard_normal(mu, logvar):
     kl : (N,) array, nats
     cache : (mu, exp(logvar))
     """
+    # BEGIN SOLUTION
     var = np.exp(logvar)
     return 0.5 * np.sum(mu * mu + var - 1 - logvar, axis=-1), (mu, var)
+    # END SOLUTION
 
 
 def kl_standard_normal_backward(dkl, cache):
@@ -373,9 +389,11 @@ def kl_standard_normal_backward(dkl, cache):
     -------
     dmu, dlogvar : (N, latent_dim) arrays
     """
+    # BEGIN SOLUTION
     mu, var = cache
     w = dkl[:, None]
     return w * mu, w * 0.5 * (var - 1)
+    # END SOLUTION
 
 
 def kl_diagonal_gaussians(mu_q, logvar_q, mu_p, logvar_p):
@@ -394,11 +412,13 @@ def kl_diagonal_gaussians(mu_q, logvar_q, mu_p, logvar_p):
     kl : (N,) array, nats
     cache : what the backward needs
     """
+    # BEGIN SOLUTION
     var_ratio = np.exp(logvar_q - logvar_p)
     diff = mu_q - mu_p
     inv_var_p = np.exp(-logvar_p)
     kl = 0.5 * np.sum(logvar_p - logvar_q + var_ratio + diff * diff * inv_var_p - 1, axis=-1)
     return kl, (var_ratio, diff, inv_var_p, np.shape(mu_p), np.shape(logvar_p))
+    # END SOLUTION
 
 
 def kl_diagonal_gaussians_backward(dkl, cache):
@@ -418,12 +438,14 @@ def kl_diagonal_gaussians_backward(dkl, cache):
     -------
     dmu_q, dlogvar_q, dmu_p, dlogvar_p : arrays of the shapes given to the forward
     """
+    # BEGIN SOLUTION
     var_ratio, diff, inv_var_p, mu_p_shape, logvar_p_shape = cache
     w = dkl[:, None]
     dmu_q = w * diff * inv_var_p
     dlogvar_q = w * 0.5 * (var_ratio - 1)
     dlogvar_p = w * 0.5 * (1 - var_ratio - diff * diff * inv_var_p)
     return dmu_q, dlogvar_q, _sum_to_shape(-dmu_q, mu_p_shape), _sum_to_shape(dlogvar_p, logvar_p_shape)
+    # END SOLUTION
 
 
 # --------------------------------------------------------------------------------------------------
@@ -446,6 +468,7 @@ def logsumexp(a, axis=-1):
     out : array, a with ``axis`` removed
     cache : the softmax weights exp(a - out), what the backward needs
     """
+    # BEGIN SOLUTION
     m = np.max(a, axis=axis, keepdims=True)
     m = np.where(np.isfinite(m), m, 0)  # all -inf: the sum is 0 and the log -inf, without NaN
     e = np.exp(a - m)
@@ -454,6 +477,7 @@ def logsumexp(a, axis=-1):
         out = m + np.log(s)
     weights = np.divide(e, s, out=np.zeros_like(e), where=s > 0)
     return np.squeeze(out, axis=axis), (weights, axis)
+    # END SOLUTION
 
 
 def logsumexp_backward(dout, cache):
@@ -468,8 +492,10 @@ def logsumexp_backward(dout, cache):
     -------
     da : array of a's shape, dout · softmax(a)
     """
+    # BEGIN SOLUTION
     weights, axis = cache
     return np.expand_dims(dout, axis) * weights
+    # END SOLUTION
 
 
 def log_softmax(logits):
@@ -483,8 +509,10 @@ def log_softmax(logits):
     -------
     (..., L) array of log-probabilities
     """
+    # BEGIN SOLUTION
     shifted = logits - logits.max(axis=-1, keepdims=True)
     return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+    # END SOLUTION
 
 
 def log_softmax_backward(dout, log_probs):
@@ -501,7 +529,9 @@ def log_softmax_backward(dout, log_probs):
     -------
     dlogits : (..., L) array
     """
+    # BEGIN SOLUTION
     return dout - np.exp(log_probs) * np.sum(dout, axis=-1, keepdims=True)
+    # END SOLUTION
 
 
 # --------------------------------------------------------------------------------------------------
@@ -528,6 +558,7 @@ def categorical_log_prob(logits, x_int, need_grad=True):
     logp : (N,) array of the dtype of logits
     cache : (N, D * L) array, onehot(x) - softmax(l), or None when need_grad is False
     """
+    # BEGIN SOLUTION
     N, D = x_int.shape
     log_probs = log_softmax(logits.reshape(N, D, -1))
     logp = np.take_along_axis(log_probs, x_int[:, :, None], axis=2)[:, :, 0].sum(axis=1)
@@ -537,6 +568,7 @@ def categorical_log_prob(logits, x_int, need_grad=True):
     np.put_along_axis(grad, x_int[:, :, None], np.take_along_axis(grad, x_int[:, :, None], axis=2) + 1,
                       axis=2)
     return logp, grad.reshape(logits.shape)
+    # END SOLUTION
 
 
 def categorical_log_prob_backward(dlogp, cache):
@@ -553,9 +585,11 @@ def categorical_log_prob_backward(dlogp, cache):
     -------
     dlogits : (N, D * L) array (the cache's memory)
     """
+    # BEGIN SOLUTION
     grad = cache
     grad *= dlogp.astype(grad.dtype, copy=False)[:, None]
     return grad
+    # END SOLUTION
 
 
 def bernoulli_log_prob(logits, x):
@@ -574,8 +608,10 @@ def bernoulli_log_prob(logits, x):
     logp : (N,) array
     cache : (x, logits)
     """
+    # BEGIN SOLUTION
     softplus = np.maximum(logits, 0) + np.log1p(np.exp(-np.abs(logits)))
     return np.sum(x * logits - softplus, axis=-1), (x, logits)
+    # END SOLUTION
 
 
 def bernoulli_log_prob_backward(dlogp, cache):
@@ -590,8 +626,10 @@ def bernoulli_log_prob_backward(dlogp, cache):
     -------
     dlogits : (N, D) array
     """
+    # BEGIN SOLUTION
     x, logits = cache
     return dlogp[:, None] * (x - sigmoid(logits))
+    # END SOLUTION
 
 
 def gaussian_log_prob(x, mean, logvar):
@@ -609,6 +647,7 @@ def gaussian_log_prob(x, mean, logvar):
     logp : (N,) array in the dtype of mean
     cache : (x - mean, ‖x - mean‖² per row, 1/σ², D)
     """
+    # BEGIN SOLUTION
     dtype = mean.dtype.type
     logvar = dtype(logvar)
     inv_var = np.exp(-logvar)
@@ -617,6 +656,7 @@ def gaussian_log_prob(x, mean, logvar):
     D = x.shape[-1]
     logp = -dtype(0.5) * (dtype(D) * (dtype(LOG_2PI) + logvar) + inv_var * squared_error)
     return logp, (residual, squared_error, inv_var, D)
+    # END SOLUTION
 
 
 def gaussian_log_prob_backward(dlogp, cache):
@@ -634,11 +674,13 @@ def gaussian_log_prob_backward(dlogp, cache):
     dmean : (N, D) array
     dlogvar : float, dL/dlog σ²
     """
+    # BEGIN SOLUTION
     residual, squared_error, inv_var, D = cache
     dlogp = dlogp.astype(residual.dtype, copy=False)
     dmean = (dlogp * inv_var)[:, None] * residual
     dlogvar = float(np.sum(dlogp * 0.5 * (squared_error * inv_var - D)))
     return dmean, dlogvar
+    # END SOLUTION
 
 
 # --------------------------------------------------------------------------------------------------
@@ -654,11 +696,13 @@ def sgd_update(p, g, velocity=None, lr=1e-2, momentum=0.0):
     velocity : array like p, or None when momentum is 0
     lr, momentum : floats
     """
+    # BEGIN SOLUTION
     if velocity is not None:
         velocity *= momentum
         velocity += g
         g = velocity
     p -= p.dtype.type(lr) * g
+    # END SOLUTION
 
 
 def adam_update(p, g, m, v, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, t=1):
@@ -673,12 +717,14 @@ def adam_update(p, g, m, v, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, t=1):
     lr, beta1, beta2, eps : floats
     t : int, the step number
     """
+    # BEGIN SOLUTION
     m *= beta1
     m += (1 - beta1) * g
     v *= beta2
     v += (1 - beta2) * g * g
     denominator = np.sqrt(v / (1 - beta2 ** t)) + eps
     p -= ((lr / (1 - beta1 ** t)) * m / denominator).astype(p.dtype, copy=False)
+    # END SOLUTION
 
 
 def adamax_update(p, g, m, u, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8, t=1):
@@ -692,11 +738,13 @@ def adamax_update(p, g, m, u, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8, t=1):
     lr, beta1, beta2, eps : floats
     t : int, the step number
     """
+    # BEGIN SOLUTION
     m *= beta1
     m += (1 - beta1) * g
     u *= beta2
     np.maximum(u, np.abs(g) + eps, out=u)
     p -= ((lr / (1 - beta1 ** t)) * m / u).astype(p.dtype, copy=False)
+    # END SOLUTION
 
 
 def ema_update(average, p, decay):

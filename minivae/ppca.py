@@ -130,6 +130,7 @@ def _log_marginal(xc, W, sigma2):
     -------
     (n,) array
     """
+    # BEGIN SOLUTION
     d, q = W.shape
     M, logdet_M = _small_matrix(W, sigma2)
     zhat = np.linalg.solve(M, (xc @ W).T).T                         # (n, q) posterior means
@@ -137,6 +138,7 @@ def _log_marginal(xc, W, sigma2):
     mahalanobis = np.sum(residual ** 2, axis=1) / sigma2 + np.sum(zhat ** 2, axis=1)
     logdet_C = (d - q) * np.log(sigma2) + logdet_M                  # determinant lemma
     return -0.5 * (d * LOG_2PI + logdet_C + mahalanobis)
+    # END SOLUTION
 
 
 def _mean_log_likelihood_from_covariance(W, sigma2, SW, trace_S):
@@ -180,6 +182,7 @@ def _spectrum(Xc):
     squared singular values are the n possibly non-zero eigenvalues (k = n); the other d - n are 0.
     Round-off can leave tiny negative eigenvalues; they are clipped at 0.
     """
+    # BEGIN SOLUTION
     n, d = Xc.shape
     if n >= d:
         eigenvalues, U = np.linalg.eigh(Xc.T @ Xc / n)
@@ -189,6 +192,7 @@ def _spectrum(Xc):
         eigenvalues = np.concatenate([singular_values ** 2, np.zeros(d - n)])
         U = Vt.T
     return np.clip(eigenvalues, 0.0, None), U
+    # END SOLUTION
 
 
 # --------------------------------------------------------------------------------------------------
@@ -291,6 +295,7 @@ class PPCA:
         X = self._check_data_for_fit(X)
         n, d = X.shape
         q = self.n_components
+        # BEGIN SOLUTION
         mean = X.mean(axis=0)
         eigenvalues, U = _spectrum(X - mean)
         sigma2, floored = _closed_form_noise(eigenvalues, q)
@@ -300,6 +305,7 @@ class PPCA:
         k = min(q, U.shape[1])
         W = np.zeros((d, q))
         W[:, :k] = U[:, :k] * np.sqrt(np.clip(eigenvalues[:k] - sigma2, 0.0, None))
+        # END SOLUTION
 
         self.W_, self.mean_, self.noise_variance_ = W, mean, sigma2
         self.explained_variance_ = eigenvalues[:q].copy()

@@ -169,11 +169,13 @@ class MixtureOfGaussians(Prior):
 
     def log_prob(self, z, params):
         """log p(z) for z (..., latent_dim): returns (logp (...), cache)."""
+        # BEGIN SOLUTION
         log_weights = ops.log_softmax(params["prior.logits"])                             # (K,)
         log_components, gaussian_cache = ops.diagonal_gaussian_log_prob(
             z[..., None, :], params["prior.means"], params["prior.logvars"])               # (..., K)
         logp, logsumexp_cache = ops.logsumexp(log_weights + log_components, axis=-1)
         return logp, (log_weights, gaussian_cache, logsumexp_cache)
+        # END SOLUTION
 
     def log_prob_backward(self, dlogp, cache, grads):
         """dL/dz; adds dL/d(means, logvars, logits) to ``grads``.
@@ -183,6 +185,7 @@ class MixtureOfGaussians(Prior):
         m_k, ρ_k (summed over the examples); dL/d log π_k = Σ_examples dlogp · r_k, and through
         log π = log_softmax(logits):  dL/dlogits = dL/dlog π - π Σ_k dL/dlog π_k.
         """
+        # BEGIN SOLUTION
         log_weights, gaussian_cache, logsumexp_cache = cache
         dcomponents = ops.logsumexp_backward(dlogp, logsumexp_cache)                        # (..., K)
         dz, dmeans, dlogvars = ops.diagonal_gaussian_log_prob_backward(dcomponents, gaussian_cache)
@@ -191,6 +194,7 @@ class MixtureOfGaussians(Prior):
         ops.accumulate(grads, "prior.logvars", dlogvars)
         ops.accumulate(grads, "prior.logits", ops.log_softmax_backward(dlog_weights, log_weights))
         return dz.sum(axis=-2)
+        # END SOLUTION
 
     def sample(self, n, latent_dim, params, rng, dtype=np.float64):
         """Pick a component k ~ Categorical(π), then z = m_k + exp(½ ρ_k) · ε (the ½: ρ is a log-variance)."""
@@ -276,10 +280,12 @@ class VampPrior(Prior):
 
     def log_prob(self, z, params):
         """log p(z) for z (..., latent_dim): returns (logp (...), cache)."""
+        # BEGIN SOLUTION
         mu, logvar, encoder_cache = self.components(params)
         log_components, gaussian_cache = ops.diagonal_gaussian_log_prob(z[..., None, :], mu, logvar)  # (..., K)
         logp, logsumexp_cache = ops.logsumexp(log_components, axis=-1)
         return logp - np.log(self.n_components), (encoder_cache, gaussian_cache, logsumexp_cache, params)
+        # END SOLUTION
 
     def log_prob_backward(self, dlogp, cache, grads):
         """dL/dz; adds to ``grads`` the encoder's gradients from the second pass and dL/dv.
@@ -288,6 +294,7 @@ class VampPrior(Prior):
         to (mu_k, logvar_k), the encoder's backward to the pseudo-inputs u_k, and
         du/dv = (high - low) · s (1 - s) with s = sigmoid(v) to the parameter.
         """
+        # BEGIN SOLUTION
         encoder_cache, gaussian_cache, logsumexp_cache, params = cache
         dcomponents = ops.logsumexp_backward(dlogp, logsumexp_cache)
         dz, dmu, dlogvar = ops.diagonal_gaussian_log_prob_backward(dcomponents, gaussian_cache)
@@ -296,6 +303,7 @@ class VampPrior(Prior):
         s = ops.sigmoid(params["prior.pseudo_inputs"])
         ops.accumulate(grads, "prior.pseudo_inputs", (du * (self.high - self.low) * s * (1 - s)).astype(du.dtype))
         return dz.sum(axis=-2)
+        # END SOLUTION
 
     def sample(self, n, latent_dim, params, rng, dtype=np.float64):
         """Pick a pseudo-input k uniformly, then z = mu_k + exp(½ logvar_k) · ε."""

@@ -260,6 +260,7 @@ class VAE:
         """
         kl, encoder_cache, reparameterize_cache, decoder_cache, likelihood_cache, kl_cache, z_shape = cache
         params, backend = self.params, self.backend
+        # BEGIN SOLUTION
         grads = {}
         dlog_px = np.asarray(dlog_px, dtype=self.dtype)
         dkl = np.asarray(dkl, dtype=self.dtype)
@@ -278,6 +279,7 @@ class VAE:
         dmu, dlogvar = ops.reparameterize_backward(dz, reparameterize_cache)
         dh = np.concatenate([dmu + dmu_kl, dlogvar + dlogvar_kl], axis=1)
         self.encoder.backward(dh, encoder_cache, grads, need_dx=False, backend=backend)
+        # END SOLUTION
         return ops.complete_grads(grads, params)
 
     # ---------------------------------------------------------------------------------------------
