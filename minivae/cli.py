@@ -160,6 +160,8 @@ def build_parser():
 
     from . import variants
     variants.add_parser(subcommands)
+    from .exercises import cli as exercises_cli
+    exercises_cli.add_parser(subcommands)
     return parser
 
 

@@ -267,3 +267,12 @@ def test_model_family_options_are_checked_before_training(options, message, tmp_
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert not (tmp_path / "run" / "params.npz").exists()
+
+
+def test_exercises_command_is_wired(tmp_path, capsys):
+    assert cli.main(["exercises", "make", str(tmp_path / "hw"), "--set", "adam", "--solutions"]) == 0
+    assert cli.main(["exercises", "check", str(tmp_path / "hw")]) == 0
+    assert "score: 1 / 1" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:  # the folder is not empty, and no --force
+        cli.main(["exercises", "make", str(tmp_path / "hw"), "--set", "adam"])
+    assert exit_.value.code == 2 and "exists and is not empty" in capsys.readouterr().err
