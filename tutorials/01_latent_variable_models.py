@@ -54,8 +54,9 @@ print(f"train {x_train.shape}, test {x_test.shape}, pixel values in [0, 17)")
 
 IMAGE_SHAPE = minivae.datasets.DIGITS_IMAGE_SHAPE
 VMAX = 16.0  # draw intensity 16 black, 0 white
-plots.plot_samples(x_train_int[:40], IMAGE_SHAPE, course.figure_path(TUTORIAL, "data.png"),
-                   title="Training digits", vmax=VMAX)
+fig = plots.plot_samples(x_train_int[:40], IMAGE_SHAPE, course.figure_path(TUTORIAL, "data.png"),
+                         title="Training digits", vmax=VMAX)
+course.show(fig)
 
 # %% [markdown]
 # ## The generative story
@@ -109,7 +110,7 @@ limit = np.abs(ppca.W_).max()
 plots.image_grid(ppca.W_.T, IMAGE_SHAPE, ncols=8, ax=ax, vmin=-limit, vmax=limit, cmap="RdBu_r")
 ax.set_title("columns of W, largest variance first (red: more ink, blue: less)")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "directions.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## Samples
@@ -133,7 +134,7 @@ for subfig, images, title in ((top, means, "W z + μ (noise-free)"),
     plots.image_grid(images, IMAGE_SHAPE, ncols=10, ax=ax, vmin=0, vmax=VMAX)
     ax.set_title(title)
 plots.save_figure(fig, course.figure_path(TUTORIAL, "samples.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## The posterior, and what it looks like in two dimensions
@@ -162,7 +163,7 @@ for digit in (0, 1, 4, 6, 7):
     ax.plot(*centre, "k+", markersize=8)
 plots.save_figure(fig, course.figure_path(TUTORIAL, "posterior_2d.png"))
 print(f"posterior standard deviations (q = 2): {np.sqrt(eigenvalues[::-1]).round(3)}")
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## Reconstructions
@@ -187,7 +188,7 @@ ax.set_title("Test images and their pPCA reconstructions")
 fig = ax.figure
 fig.set_figwidth(fig.get_figwidth() + 0.8)  # room for the row labels
 plots.save_figure(fig, course.figure_path(TUTORIAL, "reconstructions.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## How many latent dimensions?
@@ -213,7 +214,7 @@ fig = plots.plot_lines({"training images": (latent_sizes, train_ll), "test image
 plots.save_figure(fig, course.figure_path(TUTORIAL, "loglik_vs_q.png"))
 for q, train_value, test_value in zip(latent_sizes, train_ll, test_ll):
     print(f"q = {q:2d}: train {train_value:8.2f}, test {test_value:8.2f} nats")
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## Estimating log p(x) without a closed form
@@ -331,7 +332,7 @@ ax.set_title("Samples needed grow exponentially with q")
 ax.grid(True, alpha=0.3)
 ax.legend(loc="upper left")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "naive_monte_carlo.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## What to take away

@@ -103,7 +103,7 @@ for k, name in enumerate(names):
     ax.grid(True, alpha=0.3)
 fig.axes[0].legend(loc="upper left", fontsize="small")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "activations.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## A small network, forward then backward
@@ -246,7 +246,7 @@ ax.text(gradcheck.DEFAULT_STEP, 0.5, " default h", color="0.4", fontsize="small"
 plots.save_figure(fig, course.figure_path(TUTORIAL, "step_size.png"))
 best = {name: float(np.min(err)) for name, (_, err) in curves.items()}
 print("best relative error over h:", {name: f"{value:.1e}" for name, value in best.items()})
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## Float32 cannot see a subtle bug
@@ -300,7 +300,7 @@ ax.set_xlabel("largest relative error (log scale)")
 ax.set_title("Correct and buggy tanh backward, checked in float64 and float32")
 ax.grid(True, axis="x", alpha=0.3)
 plots.save_figure(fig, course.figure_path(TUTORIAL, "bug_detection.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## The whole VAE, every parameter
@@ -343,7 +343,7 @@ ax.set_title("Gradient check of a tiny VAE, every parameter")
 ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 ax.grid(True, axis="x", alpha=0.3)
 plots.save_figure(fig, course.figure_path(TUTORIAL, "vae_gradcheck.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## What to take away

@@ -151,7 +151,7 @@ for ax, (name, single), color in zip(axes, estimators.items(), ("C3", "C1", "C0"
     ax.set_title(f"{name}: standard deviation {single[:, 0, 0].std():.3g}", fontsize="medium")
 axes[-1].set_xlabel("single-draw estimate of d E_q[log p(x|z)] / d mu_1 (black: exact value)")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "gradient_histograms.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # Averaging `S` draws divides the variance by `S`, whatever the estimator: on a log-log plot the
@@ -177,7 +177,7 @@ plots.save_figure(fig, course.figure_path(TUTORIAL, "gradient_variance.png"))
 for name, values in variance.items():
     print(f"{name:30s} variance with one sample {values[0]:10.3g}  "
           f"({values[0] / variance['reparameterization'][0]:8.1f} times the reparameterized one)")
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## The KL term: analytic or Monte Carlo
@@ -220,7 +220,7 @@ ax.legend()
 plots.save_figure(fig, course.figure_path(TUTORIAL, "kl_estimates.png"))
 print(f"analytic KL, first image: {analytic_kl[0]:.3f} nats; single-sample Monte Carlo: mean "
       f"{single_kl[:, 0].mean():.3f}, standard deviation {single_kl[:, 0].std():.3f}")
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## The ELBO: reconstruction minus rate
@@ -341,7 +341,7 @@ plots.save_figure(fig, course.figure_path(TUTORIAL, "elbo_identity.png"))
 best = int(np.argmax(elbo_curve))
 print(f"best scale s = {scales[best]:.2f}: ELBO {elbo_curve[best]:.3f}, log p(x) {log_marginal:.3f}, "
       f"gap {gap_curve[best]:.3f} nats")
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## What to take away

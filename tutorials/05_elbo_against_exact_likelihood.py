@@ -112,7 +112,7 @@ ax.set_xlim(0, len(eigenvalues) + 1)
 ax.grid(True, which="both", alpha=0.3)
 ax.legend(loc="lower left", fontsize="small")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "spectrum.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # The spectrum falls smoothly, with no clear edge where "signal" ends and "noise" begins: the
@@ -225,7 +225,7 @@ for ax in (left, right):
     ax.set_xlabel("Adam steps")
     ax.grid(True, which="both", alpha=0.3)
 plots.save_figure(fig, course.figure_path(TUTORIAL, "training.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # Both curves are exact, computed in closed form on the whole training set at each marked step;
@@ -334,7 +334,7 @@ ax.set_title("The distance from the ELBO to the pPCA maximum, in three exact par
 ax.grid(True, which="both", alpha=0.3)
 ax.legend(loc="lower left", fontsize="small")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "distance_parts.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # At first the encoder's share (blue) is nearly everything: the encoder starts from random weights,
@@ -445,7 +445,7 @@ ax = fig.add_subplot()
 draw_directions(ax, snapshot_steps, schedule_fractions, "Each direction of the spectrum, over training")
 fig.colorbar(ScalarMappable(Normalize(1, Q), "viridis"), ax=ax, label="direction j")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "directions.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # Read the figure from the left.
@@ -533,7 +533,7 @@ right.set_title(f"The three parts after {STEPS} steps")
 right.grid(True, axis="y", which="both", alpha=0.3)
 right.legend(loc="upper left", fontsize="x-small")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "constant_or_decaying.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # With the constant rate `1e-2` (red, hidden under the black curve of the schedule until the
@@ -627,7 +627,7 @@ right.set_xlabel("mean test log-likelihood or ELBO (nats per example, higher is 
 right.set_title("Test numbers")
 right.grid(True, axis="x", alpha=0.3)
 plots.save_figure(fig, course.figure_path(TUTORIAL, "nonlinear.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # For the linear VAE the picture is complete: its importance-weighted estimate starts at its ELBO

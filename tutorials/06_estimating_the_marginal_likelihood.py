@@ -246,7 +246,7 @@ ax.set_ylim(1.1 * low, 0.1 * abs(low))
 ax.set_ylabel("log p̂_K(x) − log p(x)   (nats)")
 ax.set_title("Zoom: importance sampling with an encoder")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "ppca_bias_and_spread.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## Why too narrow is worse than too wide: two KL divergences
@@ -321,7 +321,7 @@ for column, (title, which) in enumerate((("bias: how far below log p(x), on aver
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower left", fontsize="small")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "ppca_rates.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## The weights themselves
@@ -395,7 +395,7 @@ for ax, (name, log_w) in zip(axes, weights.items()):
           f"log w - log p(x) in [{relative.min():.1f}, {relative.max():.2f}]")
 axes[0].set_ylabel("samples (log scale)")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "ppca_weights.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # The dashed line is `log w = log p(x)`: a weight equal to the mean. The counts are on a log
@@ -480,7 +480,7 @@ ax.annotate(f"K = {K_VALUES[-1]}: {mean_is[-1]:.2f} ± {spread_is[-1]:.2f}",
 ax.set_ylabel("log p̂_K(x), mean over test images   (nats)")
 ax.set_title("Zoom: importance sampling with the encoder")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "digits_bias_and_spread.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # The estimate with the encoder starts on the ELBO at `K = 1`, as it must (`L_1` is the ELBO), rises
@@ -534,7 +534,7 @@ plots.image_grid(x_test[order[-n_show:]], IMAGE_SHAPE, ncols=n_show // 2, ax=bot
                  vmax=VMAX)
 bottom.set_title(f"largest gap ({gap[order[-n_show]]:.2f} to {gap[order[-1]]:.2f} nats)")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "digits_gap.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # In our run the test NLL is about 93 nats against a test −ELBO of about 96: the ELBO

@@ -160,7 +160,7 @@ right.set_yticks(range(len(BETAS)), [f"{summary[beta]['active']} active" for bet
 fig.colorbar(image, ax=ax, label="rate KL_j (nats per image)", pad=0.02)
 ax.set_title("Rate of each latent dimension on the test set")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "rate_per_dimension.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # What does a collapsed dimension look like from the inside? The active-unit test looks at how much
@@ -198,7 +198,7 @@ ax.set_title("Each latent dimension of each model")
 ax.grid(True, alpha=0.3)
 ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
 plots.save_figure(fig, course.figure_path(TUTORIAL, "collapse_diagnostic.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## Why collapse comes so easily here: a decoder that can do without z
@@ -278,7 +278,7 @@ ax.set_title("Rate against distortion, one point per β")
 ax.grid(True, alpha=0.3)
 ax.legend(loc="upper right", fontsize="small")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "rate_distortion.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # What the points mean in images: the top row holds test digits, each row below their
@@ -312,7 +312,7 @@ for row, (beta, model) in enumerate(beta_models.items(), start=1):
 left.suptitle("Reconstructions of test digits")
 right.suptitle("Decoder means of the same prior draws")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "beta_reconstructions_and_samples.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## The hole problem
@@ -450,7 +450,7 @@ for column, (beta, result) in enumerate(holes.items()):
 fig.colorbar(density_image, ax=axes[0, -1], label="log q(z) (floored 12 below the maximum)", shrink=0.9)
 fig.colorbar(ratio_image, ax=axes[1, -1], label="log10 q(z)/p(z) (clipped at ±3)", shrink=0.9)
 plots.save_figure(fig, course.figure_path(TUTORIAL, "aggregate_posterior.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## What the holes look like
@@ -526,7 +526,7 @@ plots.image_grid(decoded_means(model_holes, covered_z), IMAGE_SHAPE, ncols=n_exa
                  ax=bottom, vmin=0, vmax=VMAX)
 bottom.set_title("decoded from where the data are")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "holes.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # The whole picture at once: the decoder's mean on a regular grid of codes over the prior's likely
@@ -557,7 +557,7 @@ ax.set_ylim(-edge, edge)
 ax.set_title(f"β = {beta_holes:g}: the decoder over the latent plane\n"
              "(red: holes, green dashed: the prior's 1σ and 2σ circles)")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "latent_map.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## What to take away

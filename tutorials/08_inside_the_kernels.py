@@ -286,7 +286,7 @@ for subfig, (title, (a_cells, b_cells, c_cells, caption)) in zip(fig.subfigures(
     subfig.supxlabel(caption, fontsize="small")
 fig.suptitle("What the innermost loop touches (each row is contiguous in memory)")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "loop_orders.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## Four ways to multiply, measured
@@ -361,7 +361,7 @@ for line, (color, linestyle) in zip(ax.lines, styles.values()):
 ax.get_legend().remove()
 fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize="small")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "square_products.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # Read the gaps as factors (the y axis is logarithmic). Expect four bands on one thread, and a
@@ -445,7 +445,7 @@ for impl in implementations:
     total = sum(sum(product_seconds[product, impl]) for product in products)
     print(f"{impl:24s} all 18 products: {total * 1e3:.3f} ms "
           f"({gflops(3 * flops.sum(), total):.1f} GFLOP/s overall)")
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## Checking a kernel against its NumPy twin
@@ -517,7 +517,7 @@ plots.save_figure(fig, course.figure_path(TUTORIAL, "float32_error.png"))
 for name, values in errors.items():
     print(f"{name:24s} k = {k_values[-1]}: error / (|A||B|) = {values[-1]:.1e}  "
           f"(√k·u = {np.sqrt(k_values[-1]) * u:.1e}, k·u = {k_values[-1] * u:.1e})")
-fig
+course.show(fig)
 
 # %% [markdown]
 # Every curve stays below the worst-case line, with room to spare. The textbook loop is one
@@ -707,7 +707,7 @@ ax.grid(True, axis="x", alpha=0.3)
 ax.set_axisbelow(True)
 fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2)
 plots.save_figure(fig, course.figure_path(TUTORIAL, "fusion.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## A whole training step, both backends
@@ -813,7 +813,7 @@ ax.grid(True, axis="x", alpha=0.3)
 ax.set_axisbelow(True)
 fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=4, fontsize="small")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "training_step.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # Read the two bars part by part. The products cost what the previous sections measured for each
