@@ -119,7 +119,11 @@ reparameterized, _ = reparameterize_backward(dz, cache)  # ∇_z f(z), routed to
 # score function's weakness is that `f(z)` is large (about -150 nats) while its variations are
 # small, so every estimate is a big number times mean-zero noise. Subtracting a constant `b` from
 # `f` leaves the estimator unbiased (`E[∇ log q] = 0`) and can cut its variance: the *baseline*.
-# We use the best constant there is, `b = E_q[log p(x|z)]` itself, estimated with `elbo_parts`.
+# We use the natural choice, `b = E_q[log p(x|z)]` itself, estimated with `elbo_parts`. It is not
+# the best constant: for coordinate `j`, with the score `s_j = ε_j / σ_j`, the variance of
+# `(f - b) s_j` is smallest at `b*_j = E[f s_j²] / E[s_j²]`, which differs from `E[f]` because `f`
+# is larger where `ε` is small. The printout compares the two; `E[f]` comes close, needs no
+# per-coordinate estimate, and is what a baseline usually is in practice.
 
 # %%
 exact = f_and_grad(mu, x)[1]
@@ -130,6 +134,21 @@ estimators = {"score function": score, "score function with baseline": score_bas
 for name, single in estimators.items():
     bias = np.abs(single.mean(axis=0) - exact).max()
     print(f"{name:30s} average of {n_draws} draws is off the exact gradient by at most {bias:.3g}")
+
+# The variance-optimal constant per image and coordinate, b*_j = E[f s_j²] / E[s_j²], from the same draws.
+score_j = eps / std                                                       # s = ε / σ, (draws, images, q)
+optimal_b = np.mean(log_px[..., None] * score_j ** 2, axis=0) / np.mean(score_j ** 2, axis=0)
+score_optimal = (log_px[..., None] - optimal_b) * score_j
+variance_mean_b = float(np.mean(np.sum((score_baseline - exact) ** 2, axis=-1)))
+variance_optimal_b = float(np.mean(np.sum((score_optimal - exact) ** 2, axis=-1)))
+print(f"baseline b = E[f]:  {reconstruction.mean():9.3f} nats (mean over images); single-draw variance "
+      f"{variance_mean_b:.4g}")
+print(f"baseline b*_j:      {optimal_b.mean():9.3f} nats (mean over images and j); single-draw variance "
+      f"{variance_optimal_b:.4g}")
+course.claim(variance_optimal_b < variance_mean_b and np.abs(optimal_b - reconstruction[:, None]).max() > 0.01,
+             f"the variance-optimal constants b*_j differ from E[f] (by up to "
+             f"{np.abs(optimal_b - reconstruction[:, None]).max():.2f} nats) and give less variance "
+             f"({variance_optimal_b:.4g} against {variance_mean_b:.4g})")
 
 # %% [markdown]
 # First, one coordinate of the gradient for one image, a single draw at a time: the histograms of
@@ -150,6 +169,14 @@ for ax, (name, single), color in zip(axes, estimators.items(), ("C3", "C1", "C0"
     ax.set_ylabel("draws")
     ax.set_title(f"{name}: standard deviation {single[:, 0, 0].std():.3g}", fontsize="medium")
 axes[-1].set_xlabel("single-draw estimate of d E_q[log p(x|z)] / d mu_1 (black: exact value)")
+spread = {name: float(single[:, 0, 0].std()) for name, single in estimators.items()}
+course.claim(spread["score function"] > 100 and abs(exact[0, 0]) < 10
+             and spread["score function with baseline"] < spread["score function"]
+             and abs(exact[0, 0]) < spread["reparameterization"] < 10,
+             f"the score function scatters over hundreds of units (standard deviation "
+             f"{spread['score function']:.0f}) around a gradient of order one ({exact[0, 0]:.2f}); the "
+             f"baseline narrows it ({spread['score function with baseline']:.0f}); the reparameterized "
+             f"spread, a few units ({spread['reparameterization']:.2f}), is larger than the gradient itself")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "gradient_histograms.png"))
 course.show(fig)
 
@@ -177,6 +204,14 @@ plots.save_figure(fig, course.figure_path(TUTORIAL, "gradient_variance.png"))
 for name, values in variance.items():
     print(f"{name:30s} variance with one sample {values[0]:10.3g}  "
           f"({values[0] / variance['reparameterization'][0]:8.1f} times the reparameterized one)")
+ratio = {name: values[0] / variance["reparameterization"][0] for name, values in variance.items()}
+slopes = {name: np.polyfit(np.log(sample_sizes), np.log(values), 1)[0] for name, values in variance.items()}
+course.claim(1000 <= ratio["score function"] and 1 < ratio["score function with baseline"] < ratio["score function"]
+             and all(abs(slope + 1) < 0.15 for slope in slopes.values()),
+             f"the curves are lines of slope -1 ({', '.join(f'{v:.2f}' for v in slopes.values())}); one "
+             f"reparameterized sample is worth thousands of score-function samples "
+             f"({ratio['score function']:.0f}); a baseline helps but does not close the gap "
+             f"({ratio['score function with baseline']:.1f})")
 course.show(fig)
 
 # %% [markdown]
@@ -192,8 +227,8 @@ course.show(fig)
 # `log q(z|x) - log p(z)` has expectation KL under `q` (`StandardNormal.kl_monte_carlo`). The
 # left panel shows single-sample estimates for one image against the analytic value (black); the
 # right panel the error of the average of `S` estimates over the test images. The Monte Carlo KL
-# is unbiased but noisy (a single estimate can even be negative, which a KL never is); the analytic
-# one has no noise at all. minivae uses the analytic KL by default (`VAE(kl="analytic")`); the
+# is unbiased but noisy (for an image whose KL is small, a single estimate can even be negative,
+# which a KL never is; not for this one, whose KL is 18 nats); the analytic one has no noise at all. minivae uses the analytic KL by default (`VAE(kl="analytic")`); the
 # Monte Carlo one is there for priors or posteriors without a closed form.
 
 # %%
@@ -220,6 +255,9 @@ ax.legend()
 plots.save_figure(fig, course.figure_path(TUTORIAL, "kl_estimates.png"))
 print(f"analytic KL, first image: {analytic_kl[0]:.3f} nats; single-sample Monte Carlo: mean "
       f"{single_kl[:, 0].mean():.3f}, standard deviation {single_kl[:, 0].std():.3f}")
+course.claim(abs(single_kl[:, 0].mean() - analytic_kl[0]) < 0.1 and round(analytic_kl[0]) == 18,
+             f"the Monte Carlo KL is unbiased (mean {single_kl[:, 0].mean():.3f} against the analytic "
+             f"{analytic_kl[0]:.3f}, 18 nats)")
 course.show(fig)
 
 # %% [markdown]
@@ -341,6 +379,9 @@ plots.save_figure(fig, course.figure_path(TUTORIAL, "elbo_identity.png"))
 best = int(np.argmax(elbo_curve))
 print(f"best scale s = {scales[best]:.2f}: ELBO {elbo_curve[best]:.3f}, log p(x) {log_marginal:.3f}, "
       f"gap {gap_curve[best]:.3f} nats")
+course.claim(abs(scales[best] - 1) < 1e-9 and np.allclose(np.array(elbo_curve) + np.array(gap_curve), log_marginal),
+             f"the ELBO peaks at s = 1 (at s = {scales[best]:.2f}) and ELBO + KL(q || p(z|x)) = log p(x) "
+             f"for every encoder")
 course.show(fig)
 
 # %% [markdown]
@@ -352,7 +393,7 @@ course.show(fig)
 #   the gap. With continuous `z`, reparameterize: `z = mu + exp(logvar / 2) * eps`, and
 #   backpropagate through it.
 # - Use the analytic KL when there is one: it is exact and noise-free. The Monte Carlo KL is
-#   unbiased but adds noise (and can be negative for a single sample).
+#   unbiased but adds noise (and, when the KL is small, a single sample can be negative).
 # - The ELBO is reconstruction minus rate, `E_q[log p(x|z)] - KL(q(z|x) || p(z))`, and it falls short
 #   of `log p(x)` by exactly `KL(q(z|x) || p(z|x))`. Raising the ELBO therefore does one of two
 #   things: improves the model, or improves the posterior approximation. It cannot tell you which.
