@@ -17,7 +17,9 @@
 #
 # **Prerequisites.** NumPy and the chain rule. No VAE knowledge is needed until the last section.
 #
-# **Run time.** A few seconds (the same in quick mode, `MINIVAE_QUICK=1`).
+# **Run time.** Under half a minute (16 s measured on a two-core machine shared with other jobs,
+# load average 1.6, much of it compiling minivae's kernels on first use); about the same in quick
+# mode, `MINIVAE_QUICK=1`.
 
 # %%
 import warnings
@@ -110,13 +112,13 @@ course.show(fig)
 #
 # Chain the pieces: a linear layer, tanh, another linear layer, and a squared-error loss,
 #
-# $$u = x W_1 + b_1,\quad a = \tanh(u),\quad \text{out} = a W_2 + b_2,\quad
+# $$v = x W_1 + b_1,\quad a = \tanh(v),\quad \text{out} = a W_2 + b_2,\quad
 #   L = \tfrac{1}{2} \textstyle\sum (\text{out} - y)^2 .$$
 #
 # The forward pass stores each cache; the backward pass walks the same steps in reverse, starting
 # from `dL/dout = out - y`. Each line of `backward` below is one application of the chain rule,
 # and each calls the backward written next to its forward in `minivae.layers`. (The hidden layer is
-# `u` before its activation and `a` after it; `h` is kept for the finite-difference step below, as
+# `v` before its activation and `a` after it; `h` is kept for the finite-difference step below, as
 # in the course's notation table, `tutorials/README.md`.)
 
 # %%
@@ -125,8 +127,8 @@ tanh = layers.Tanh()
 
 def forward(params, x, y):
     """L and the caches of each step."""
-    u, cache1 = layers.linear_forward(x, params["W1"], params["b1"])
-    a, cache_tanh = tanh.forward(u)
+    v, cache1 = layers.linear_forward(x, params["W1"], params["b1"])
+    a, cache_tanh = tanh.forward(v)
     out, cache2 = layers.linear_forward(a, params["W2"], params["b2"])
     loss = 0.5 * np.sum((out - y) ** 2)
     return loss, (cache1, cache_tanh, cache2, out, y)
@@ -137,8 +139,8 @@ def backward(caches, tanh_backward=tanh.backward):
     cache1, cache_tanh, cache2, out, y = caches
     dout = out - y                                        # dL/dout
     da, dW2, db2 = layers.linear_backward(dout, cache2)   # through out = a W2 + b2
-    du = tanh_backward(da, cache_tanh)                    # through a = tanh(u)
-    _, dW1, db1 = layers.linear_backward(du, cache1)      # through u = x W1 + b1
+    dv = tanh_backward(da, cache_tanh)                    # through a = tanh(v)
+    _, dW1, db1 = layers.linear_backward(dv, cache1)      # through v = x W1 + b1
     return {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
 
 
@@ -267,8 +269,8 @@ course.show(fig)
 # %% [markdown]
 # ## Float32 cannot see a subtle bug
 #
-# Here is a realistic slip: computing tanh's derivative as `1 - u^2` from the *input* `u`
-# instead of `1 - tanh(u)^2`. For small `u` the two nearly agree (`tanh(u) ≈ u`), so the gradient
+# Here is a realistic slip: computing tanh's derivative as `1 - v^2` from the *input* `v`
+# instead of `1 - tanh(v)^2`. For small `v` the two nearly agree (`tanh(v) ≈ v`), so the gradient
 # is only slightly wrong. The figure checks the correct and the buggy backward, each in float64
 # (with the default step `h = 1e-5`) and in float32 (with float32's best step in the figure above,
 # printed there; at `h = 1e-5` float32 scores 1, the worst possible). In float64 about six orders
@@ -279,8 +281,8 @@ course.show(fig)
 # %%
 def buggy_tanh_backward(dout, cache):
     out = cache
-    u = np.arctanh(out)       # the input, as a student might have cached it
-    return dout * (1 - u * u)  # BUG: should be 1 - tanh(u)^2 = 1 - out^2
+    v = np.arctanh(out)       # the input, as a student might have cached it
+    return dout * (1 - v * v)  # BUG: should be 1 - tanh(v)^2 = 1 - out^2
 
 
 def worst_error(dtype, tanh_backward, step):

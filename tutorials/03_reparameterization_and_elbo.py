@@ -4,7 +4,7 @@
 # Tutorial 1 ended with a problem: `log p(x)` cannot be estimated by sampling the prior, and it has
 # no closed form once the decoder is a neural network. A VAE gets around it with an *encoder*
 # `q(z|x)`, an approximation of the posterior, and trains on a lower bound of `log p(x)`, the ELBO.
-# Training needs gradients of expectations under `q`, and this tutorial is about getting them
+# Training needs gradients of expectations under `q(z|x)`, and this tutorial is about getting them
 # cheaply and with little noise.
 #
 # Everything here runs on a VAE whose log-likelihood is known exactly: the linear VAE with a
@@ -24,8 +24,8 @@
 # **Prerequisites.** Tutorial 1 (pPCA, posterior, marginal likelihood) and tutorial 2 (the
 # forward/backward contract).
 #
-# **Run time.** About 5 seconds in full on an idle machine (15 on a busy one); a few seconds with
-# `MINIVAE_QUICK=1`.
+# **Run time.** Seconds: 6 s measured on a two-core machine shared with other jobs (load average
+# 1.5); a few seconds with `MINIVAE_QUICK=1`.
 
 # %%
 import numpy as np
@@ -115,7 +115,7 @@ reparameterized, _ = reparameterize_backward(dz, cache)  # ∇_z f(z), routed to
 
 # %% [markdown]
 # The exact gradient is known here: the decoder is linear, so `∇_z f` is linear in `z` and its
-# average over `q` is its value at the mean, `∇_z f(mu)`. A third estimator is worth adding. The
+# average over `q(z|x)` is its value at the mean, `∇_z f(mu)`. A third estimator is worth adding. The
 # score function's weakness is that `f(z)` is large (about -150 nats) while its variations are
 # small, so every estimate is a big number times mean-zero noise. Subtracting a constant `b` from
 # `f` leaves the estimator unbiased (`E[∇ log q] = 0`) and can cut its variance: the *baseline*.
@@ -224,7 +224,7 @@ course.show(fig)
 #   = \tfrac{1}{2} \textstyle\sum_j \big(\mu_j^2 + \sigma_j^2 - 1 - \log \sigma_j^2\big).$$
 #
 # It can also be estimated like the other term, from the sampled `z`:
-# `log q(z|x) - log p(z)` has expectation KL under `q` (`StandardNormal.kl_monte_carlo`). The
+# `log q(z|x) - log p(z)` has expectation KL under `q(z|x)` (`StandardNormal.kl_monte_carlo`). The
 # left panel shows single-sample estimates for one image against the analytic value (black); the
 # right panel the error of the average of `S` estimates over the test images. The Monte Carlo KL
 # is unbiased but noisy (for an image whose KL is small, a single estimate can even be negative,
@@ -272,7 +272,7 @@ course.show(fig)
 # The reconstruction term rewards codes that let the decoder redraw `x`; the rate, the number of
 # nats the code carries about `x` beyond the prior, penalises codes that are too specific.
 # `VAE.elbo_parts` returns the two terms (by sampling `z` for the first), `VAE.elbo` their
-# difference. How loose is the bound? Exactly by the KL from `q` to the *true* posterior:
+# difference. How loose is the bound? Exactly by the KL from `q(z|x)` to the *true* posterior:
 #
 # $$\log p(x) = \text{ELBO}(x) + \text{KL}\big(q(z|x) \,\|\, p(z|x)\big).$$
 #
@@ -304,7 +304,7 @@ print(f"exact ELBO     {exact_values.elbo.mean():9.3f}  log p(x) {exact_values.l
 # own variances `Σ_jj`. The ELBO disagrees: minimising `KL(q || p(z|x))` over diagonal Gaussians
 # gives the variances `1 / (Σ⁻¹)_jj`, one over the diagonal of the posterior *precision*, which are
 # smaller. A mean-field approximation is narrower than the posterior it approximates, because
-# `KL(q || p)` punishes `q` for putting mass where `p` has little (Bishop, *Pattern Recognition and
+# `KL(q || p)` punishes `q(z|x)` for putting mass where `p` has little (Bishop, *Pattern Recognition and
 # Machine Learning*, section 10.1.2). Both are two lines given `M`:
 
 # %%
@@ -332,7 +332,7 @@ for name, logvar_q in (("posterior variances Σ_jj", logvar_marginal),
 # depend on the encoder); the ELBO peaks at `s = 1`, the mean-field solution, and even there stays
 # below `log p(x)` by the mean-field gap; ELBO + KL(q || p(z|x)), the dots, lands on `log p(x)` for
 # every encoder. Right: the two terms of the ELBO, in nats, as costs (the distortion
-# `-E_q[log p(x|z)]` and the rate `KL(q || p(z))`). A narrow `q` (small `s`) reconstructs well but
+# `-E_q[log p(x|z)]` and the rate `KL(q || p(z))`). A narrow `q(z|x)` (small `s`) reconstructs well but
 # pays a large rate; widening it lowers the rate but blurs the reconstructions, and the distortion
 # climbs. The best ELBO balances the two.
 
@@ -397,7 +397,7 @@ course.show(fig)
 # - The ELBO is reconstruction minus rate, `E_q[log p(x|z)] - KL(q(z|x) || p(z))`, and it falls short
 #   of `log p(x)` by exactly `KL(q(z|x) || p(z|x))`. Raising the ELBO therefore does one of two
 #   things: improves the model, or improves the posterior approximation. It cannot tell you which.
-# - A diagonal Gaussian `q` cannot represent a correlated posterior; the gap it leaves is real and
+# - A diagonal Gaussian `q(z|x)` cannot represent a correlated posterior; the gap it leaves is real and
 #   measurable, here a couple of nats per image even for the best such encoder, and that best
 #   encoder is *narrower* than the true posterior (variances `1 / (Σ⁻¹)_jj`, not `Σ_jj`).
 #

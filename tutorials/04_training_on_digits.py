@@ -147,7 +147,7 @@ course.show(fig)
 # ## Reconstructions
 #
 # Top row: test images the model never trained on. Bottom row: their reconstructions, the mean of
-# `p(x|z)` (the expected intensity of every pixel) at the posterior mean `z = mu(x)`. Most
+# `p(x|z)` (the expected intensity of every pixel) at the posterior mean `z = μ(x)`. Most
 # reconstructions keep the digit, its slant and its thickness, and lose only fine detail: 16
 # numbers describe an 8x8 digit well. Now and then an unusual digit comes back as a more typical
 # neighbour (a sloppy 5 turning into a 6): the decoder redraws what it has learned digits look
@@ -186,7 +186,7 @@ course.show(fig)
 # %% [markdown]
 # ## The latent space, coloured by digit
 #
-# Every test image encoded to its posterior mean `mu(x)`, a point in 16 dimensions, shown on the
+# Every test image encoded to its posterior mean `μ(x)`, a point in 16 dimensions, shown on the
 # first two principal components of those points, coloured by the digit (which the model never
 # saw). Images of the same digit gather together: the VAE has organised its latent space by what
 # the digits look like, without labels. Classes that overlap in this 2-D view may still be apart
@@ -235,7 +235,7 @@ course.show(fig)
 # - the **test −ELBO**, `E_q[-log p(x|z)] + KL(q(z|x) || p(z))`, the training objective measured on
 #   test images (with 100 samples of `z` for the first term). It is an *upper bound* on
 #   `-log p(x)`, loose by `KL(q(z|x) || p(z|x))` (tutorial 3);
-# - the **test NLL**, `-log p(x)` estimated by importance sampling with `K` samples from `q`:
+# - the **test NLL**, `-log p(x)` estimated by importance sampling with `K` samples from `q(z|x)`:
 #
 # $$\log p(x) \approx \log \frac{1}{K} \sum_{k=1}^{K} \frac{p(x|z_k)\, p(z_k)}{q(z_k|x)},
 #   \qquad z_k \sim q(z|x).$$
