@@ -1,12 +1,16 @@
-"""Which implementation runs the arithmetic: "numpy" or "numba".
+"""Which implementation of the leaf operations runs: "numpy" or "numba".
 
-* ``"numpy"``: the readable reference. Every forward and backward is the NumPy code written beside
-  its maths in :mod:`minivae.layers`, :mod:`minivae.distributions` and :mod:`minivae.optim`; read and
-  step through this one.
-* ``"numba"`` (the default): the same computations through the compiled kernels of
-  :mod:`minivae.kernels`, which fuse the passes NumPy makes separately (bias and activation, softmax
-  and its gradient, the optimizer update). Same losses and gradients up to floating-point rounding;
-  about twice as fast. Kernels compile on first use and are cached on disk.
+A backend chooses only *leaf operations* (a dense layer, the categorical log-likelihood, an
+optimizer update, ...), never the model: every model, objective and optimizer is written once, over
+the functions that :func:`leaf_ops` returns.
+
+* ``"numpy"``: the readable reference, :mod:`minivae.ops`, every forward beside its backward; read
+  and step through this one.
+* ``"numba"`` (the default): the same operations, where :mod:`minivae.kernels` has a compiled kernel
+  of the same name (with the same arguments and the same cache), run by the kernel; the others run
+  the NumPy code of :mod:`minivae.ops`. The kernels fuse passes NumPy makes separately (bias and
+  activation, softmax and its gradient, the optimizer update): the same losses and gradients up to
+  floating-point rounding, about twice as fast. They compile on first use and are cached on disk.
 
 Choose it for everything with :func:`set_backend`, for a block with :func:`use_backend`, or for one
 model or optimizer with its ``backend=`` argument (which wins over the global choice). The
@@ -15,6 +19,9 @@ environment variable ``MINIVAE_BACKEND`` sets the starting value.
 
 import contextlib
 import os
+import types
+
+from . import ops
 
 BACKENDS = ("numpy", "numba")
 _current = os.environ.get("MINIVAE_BACKEND", "numba")
@@ -56,13 +63,24 @@ def resolve(name=None):
     return _current if name is None else check_backend(name)
 
 
-_kernels = None
+_compiled_ops = None
 
 
-def kernels():
-    """The compiled kernels module, imported on first use (importing numba takes a moment)."""
-    global _kernels
-    if _kernels is None:
-        from . import kernels as module
-        _kernels = module
-    return _kernels
+def leaf_ops(name=None):
+    """The leaf operations of backend ``name`` (None: the current backend).
+
+    Returns
+    -------
+    :mod:`minivae.ops` for "numpy"; for "numba", a namespace with every function of :mod:`minivae.ops`,
+    in which those that :mod:`minivae.kernels` implements (``kernels.LEAF_OPS``) are the kernels.
+    The kernels are imported on first use (importing numba takes a moment).
+    """
+    if resolve(name) == "numpy":
+        return ops
+    global _compiled_ops
+    if _compiled_ops is None:
+        from . import kernels
+        functions = {key: value for key, value in vars(ops).items() if not key.startswith("_")}
+        functions.update({key: getattr(kernels, key) for key in kernels.LEAF_OPS})
+        _compiled_ops = types.SimpleNamespace(**functions)
+    return _compiled_ops

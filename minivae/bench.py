@@ -14,7 +14,7 @@ environment (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, NUMBA_NUM_T
   NumPy's BLAS (``np.matmul`` into a preallocated ``out``) on the three products of every linear
   layer of the reference model (batch 64) and at 1024 x 1024 x 1024, float32 and float64, one thread;
   1024³ also with all cores. The "winner" column says which is faster for that shape.
-* **Fused layers.** ``kernels.dense_forward`` / ``dense_backward`` against their NumPy twins
+* **Fused layers.** ``kernels.dense_forward`` / ``dense_backward`` against their NumPy references in ``minivae.ops``
   (``act(x @ W + b)`` and its backward), on the reference model's layers, float32, one thread.
 * **Training steps per second** of the reference model (VAE(64, 16), hidden (256, 256) LeakyReLU,
   categorical likelihood with 17 values, Adamax 1e-3, batch 64, float32): one step is what
@@ -46,14 +46,16 @@ import sys
 import tempfile
 import time
 
-# The reference model (the setting of ``minivae train``).
-INPUT_DIM = 64  # 8 x 8 pixels
-LATENT_DIM = 16
-HIDDEN = (256, 256)
-NUM_VALUES = 17  # pixel values 0..16: 17 logits per pixel
-BATCH_SIZE = 64
-LEARNING_RATE = 1e-3
-LEAKY_RELU_SLOPE = 0.01
+from .reference import REFERENCE
+
+# The reference model (the setting of ``minivae train``), read from minivae.reference.
+INPUT_DIM = REFERENCE.input_dim
+LATENT_DIM = REFERENCE.latent_dim
+HIDDEN = REFERENCE.hidden
+NUM_VALUES = REFERENCE.num_values
+BATCH_SIZE = REFERENCE.batch_size
+LEARNING_RATE = REFERENCE.lr
+LEAKY_RELU_SLOPE = REFERENCE.leaky_relu_slope
 GEMM_BIG = 1024  # the 1024 x 1024 x 1024 product
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
@@ -129,7 +131,7 @@ def _gemm_worker(options):
     from . import kernels
 
     if options.get("threaded_kernels"):
-        kernels.GEMM_THREADS = None  # the kernels' opt-in threading: numba.get_num_threads()
+        kernels.gemm.GEMM_THREADS = None  # the kernels' opt-in threading: numba.get_num_threads()
     rng = np.random.default_rng(0)
     records = []
     for op, M, K, N in options["shapes"]:
@@ -164,10 +166,10 @@ def _gemm_worker(options):
 
 
 def _dense_worker(options):
-    """Microseconds of the fused layer kernels and of their NumPy twins on the reference layers."""
+    """Microseconds of the fused layer kernels and of their NumPy references on the reference layers."""
     import numpy as np
 
-    from . import kernels
+    from . import kernels, ops
 
     rng = np.random.default_rng(0)
     dtype = np.dtype(options["dtype"])
@@ -177,17 +179,16 @@ def _dense_worker(options):
         W = (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(dtype)
         b = rng.standard_normal(n_out).astype(dtype)
         da = rng.standard_normal((BATCH_SIZE, n_out)).astype(dtype)
-        out = np.empty((BATCH_SIZE, n_out), dtype)
-        a, _ = kernels.dense_forward(x, W, b, activation)
+        _, cache = ops.dense_forward(x, W, b, activation, LEAKY_RELU_SLOPE)
         need_dx = name != "encoder.0"  # as in training: the data needs no gradient
         row = {"layer": name, "in": n_in, "out": n_out, "activation": activation}
-        for part, fused, twin in (
-                ("forward", lambda: kernels.dense_forward(x, W, b, activation, out=out),
-                 lambda: kernels.dense_forward_numpy(x, W, b, activation)),
-                ("backward", lambda: kernels.dense_backward(da, x, a, W, activation, need_dx=need_dx),
-                 lambda: kernels.dense_backward_numpy(da, x, a, W, activation, need_dx=need_dx))):
+        for part, fused, reference in (
+                ("forward", lambda: kernels.dense_forward(x, W, b, activation, LEAKY_RELU_SLOPE),
+                 lambda: ops.dense_forward(x, W, b, activation, LEAKY_RELU_SLOPE)),
+                ("backward", lambda: kernels.dense_backward(da, cache, activation, LEAKY_RELU_SLOPE, need_dx),
+                 lambda: ops.dense_backward(da, cache, activation, LEAKY_RELU_SLOPE, need_dx))):
             row[f"{part}_fused_us"] = best_seconds(fused, options["repeats"], options["min_seconds"]) * 1e6
-            row[f"{part}_numpy_us"] = best_seconds(twin, options["repeats"], options["min_seconds"]) * 1e6
+            row[f"{part}_numpy_us"] = best_seconds(reference, options["repeats"], options["min_seconds"]) * 1e6
         records.append(row)
     return {"records": records}
 
@@ -217,20 +218,21 @@ def _step_worker(options):
     backend = options["backend"]
     if backend == "numba-threaded":  # the numba backend with its opt-in threaded matrix products
         from . import kernels
-        kernels.GEMM_THREADS = None
+        kernels.gemm.GEMM_THREADS = None
         backend = "numba"
     model = VAE(INPUT_DIM, LATENT_DIM, hidden=HIDDEN, num_values=NUM_VALUES, dtype=np.float32,
                 backend=backend)
+    objective = model.objective()
     optimizer = Adamax(lr=LEARNING_RATE, backend=backend)
     batches = _reference_batches()
     rng = np.random.default_rng(0)
     state = {"i": 0}
 
-    def step():  # what fit() does for one minibatch
+    def step():  # what fit() does for one minibatch (the weight average aside)
         batch = batches[state["i"] % len(batches)]
         state["i"] += 1
-        eps = rng.standard_normal((BATCH_SIZE, LATENT_DIM)).astype(np.float32)
-        loss, grads = model._loss_and_grads(batch, eps)
+        eps = objective.draw_noise(model, BATCH_SIZE, rng)
+        loss, grads, _ = objective.loss_and_grads(model, batch, eps)
         optimizer.step(model.params, grads)
 
     return _time_steps(step, options)
@@ -357,7 +359,7 @@ def _compile_worker(options):
     batch = _reference_batches()[0]
     eps = np.random.default_rng(0).standard_normal((BATCH_SIZE, LATENT_DIM)).astype(np.float32)
     built = time.perf_counter()
-    loss, grads = model._loss_and_grads(batch, eps)
+    loss, grads, _ = model.objective().loss_and_grads(model, batch, eps)
     optimizer.step(model.params, grads)
     done = time.perf_counter()
     return {"first_step_seconds": done - built}
@@ -673,7 +675,7 @@ def format_results(results):
         else:
             lines.append(f"  {s['backend']:<15} {s['threads']:>7}  {s['status']}")
     if any(s["backend"] == "numba-threaded" for s in results["steps"]):
-        lines.append("  (numba-threaded: the numba backend with kernels.GEMM_THREADS = None, its opt-in "
+        lines.append("  (numba-threaded: the numba backend with kernels.gemm.GEMM_THREADS = None, its opt-in "
                      "threaded products)")
 
     memory = results["memory"]

@@ -170,7 +170,7 @@ def run_train(args):
         "test_nll_samples": args.test_samples,
         "test_elbo_samples": REFERENCE.elbo_samples,
         "val_best_nelbo": history.best_val_loss,
-        "best_epoch": None if history.best_epoch is None else history.best_epoch + 1,
+        "best_epoch": history.best_epoch,
         "epochs": history.epochs,
         "steps": history.steps,
         "seconds": train_seconds,

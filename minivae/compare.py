@@ -7,7 +7,7 @@ The whole story on the 8x8 digits, for each latent size q (2 and 16 by default):
 * **A linear VAE** (``hidden=()``, Gaussian decoder with a learned σ²) trained the ordinary way:
   single-sample reparameterized gradients from :meth:`minivae.VAE.loss_and_grads`, Adam. Its decoder
   is a pPCA, so its ELBO, its exact log p(x) and the gap between them are known in closed form
-  (:func:`minivae.ppca.linear_vae_exact`); the K=512 importance-weighted estimate is reported too,
+  (:func:`minivae.linear_vae.linear_vae_exact`); the K=512 importance-weighted estimate is reported too,
   and must land between the ELBO and the exact value.
 * **A nonlinear Gaussian VAE** with the reference architecture (hidden (256, 256), LeakyReLU) and the
   reference optimiser (Adamax 1e-3, batch 64, early stopping), its learned σ² starting at the average
@@ -30,7 +30,7 @@ eigenvalues at the edge of the subspace (λ_16 ≈ λ_17 on the digits), and the
 columns of W orthogonal so that a diagonal q(z|x) can be exact. There the true gradient is smaller
 than the Monte Carlo noise of a single-sample ELBO gradient, and Adam, which scales every step to
 about ``lr``, turns that noise into a jitter of the parameters that costs a few tenths of a nat. So
-:func:`train_linear_vae` keeps a large learning rate for the first half (to travel) and then decays
+:func:`minivae.linear_vae.train_linear_vae` keeps a large learning rate for the first half (to travel) and then decays
 it exponentially by a factor of a few hundred (to average the noise away), with minibatches of 250.
 
 This module imports only the standard library at the top, so that ``minivae --help`` stays fast;
@@ -38,12 +38,11 @@ NumPy and the rest of minivae are imported inside the functions.
 """
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
-from .reference import REFERENCE
+from .reference import LINEAR_SCHEDULE, REFERENCE
 
 DEFAULT_OUT = "minivae-compare"
 DEFAULT_LATENT_SIZES = (2, 16)
@@ -51,15 +50,8 @@ INPUT_DIM = 64  # the digits are 8x8
 IMPORTANCE_SAMPLES = REFERENCE.test_samples  # K of every importance-weighted log p(x) estimate
 MONTE_CARLO_SLACK = 0.05  # nats per example: how far a K=512 estimate may stray from its bounds by chance
 
-# The linear VAE's optimisation (see the module docstring for why it has a schedule).
-LINEAR_BATCH_SIZE = 250
-LINEAR_STEPS = 60000  # 15000 epochs of 4 minibatches: measured 11 s for q=2, 23-41 s for q=16 on 2 shared cores
-LINEAR_SECONDS = 60.0  # the time budget; the schedule is compressed to fit it on a slower machine
-LINEAR_LR = 1e-2  # Adam's learning rate for the first half
-LINEAR_FINAL_LR = 3e-5  # ... decayed exponentially to this by the end
-LINEAR_CONSTANT_FRACTION = 0.5  # the share of training at the initial learning rate
-LINEAR_TRACE_POINTS = 100  # evaluations of the closed-form training ELBO, geometrically spaced in steps
-INITIAL_VARIANCE_FLOOR = 1e-6  # the initial σ² for constant data, whose variance is 0
+# The linear VAE's optimisation is reference.LINEAR_SCHEDULE (see the module docstring for why it
+# has a schedule).
 TARGET_NATS = 0.1  # the linear VAE's training ELBO should end this close to the pPCA maximum
 
 # The figure of the linear VAE's training.
@@ -102,132 +94,9 @@ def load_dequantized_digits(seed):
 
 def bits_per_dim(nats, input_dim=INPUT_DIM):
     """nats per example / (input_dim ln 2): bits per dimension (None stays None)."""
-    return None if nats is None else nats / (input_dim * math.log(2))
+    from .evaluate import bits_per_dim as nats_to_bits
 
-
-# --------------------------------------------------------------------------------------------------
-# The linear VAE: ordinary training, exact evaluation
-# --------------------------------------------------------------------------------------------------
-
-def learning_rate(progress, lr=LINEAR_LR, final_lr=LINEAR_FINAL_LR, constant_fraction=LINEAR_CONSTANT_FRACTION):
-    """The schedule of :func:`train_linear_vae`: constant, then exponential decay.
-
-    lr(p) = lr                                           for p ≤ c
-    lr(p) = lr · (final_lr / lr) ** ((p - c) / (1 - c))  for p > c
-
-    Parameters
-    ----------
-    progress : float in [0, 1], the share of training done
-    lr, final_lr : floats > 0
-    constant_fraction : float in [0, 1), c
-
-    Returns
-    -------
-    float
-    """
-    if progress <= constant_fraction:
-        return lr
-    decayed = (min(progress, 1.0) - constant_fraction) / (1.0 - constant_fraction)
-    return lr * (final_lr / lr) ** decayed
-
-
-def train_linear_vae(model, x_train, rng, steps=LINEAR_STEPS, seconds=LINEAR_SECONDS,
-                     batch_size=LINEAR_BATCH_SIZE, lr=LINEAR_LR, final_lr=LINEAR_FINAL_LR,
-                     trace_points=LINEAR_TRACE_POINTS):
-    """Train a linear Gaussian VAE with the ordinary loss, and trace its exact training ELBO.
-
-    Every step is one call of :meth:`minivae.VAE.loss_and_grads` on a minibatch (a single-sample,
-    reparameterized estimate of the -ELBO gradient) and one :class:`minivae.optim.Adam` step. The
-    learning rate follows :func:`learning_rate` of the progress ``max(step / steps, elapsed /
-    seconds)``: on a fast machine the run is fixed by ``steps`` and reproducible from ``rng``; on a
-    slow one the same schedule is compressed to end within ``seconds``.
-
-    Before the first step the decoder starts where pPCA's EM does: its bias at the mean of
-    ``x_train`` (the pPCA mean, and the first thing any Gaussian decoder learns) and, when learned,
-    σ² at the average variance per dimension tr(S)/d. The steps then go to the interesting directions.
-
-    The trace is exact: at about ``trace_points`` steps, geometrically spaced, the mean training ELBO
-    and log p(x) are computed in closed form by :func:`minivae.ppca.linear_gaussian_elbo` and
-    :func:`minivae.ppca.linear_gaussian_log_marginal` (no sampling).
-
-    Parameters
-    ----------
-    model : :class:`minivae.VAE` with ``hidden=()`` and ``likelihood="gaussian"``, trained in place
-    x_train : (n, d) array
-    rng : numpy.random.Generator, for the minibatch order and every eps
-    steps : int, the planned number of optimizer steps
-    seconds : float > 0, the time budget
-    batch_size : int
-    lr, final_lr : floats, the schedule's start and end
-    trace_points : int
-
-    Returns
-    -------
-    dict with
-        "step" : list of int, the steps at which the trace was taken (0 = before training)
-        "train_elbo", "train_log_px" : lists of float, the closed-form mean training ELBO and exact
-            mean log p(x) at those steps, nats per example
-        "steps" : int, steps taken
-        "epochs" : float, steps * batch_size / n
-        "seconds" : float, wall-clock time of training and tracing
-        "stopped_by_time_budget" : bool, whether the schedule was compressed to fit ``seconds``
-    """
-    import numpy as np
-
-    from .checks import check_rng, positive_int
-    from .optim import Adam
-    from .ppca import linear_gaussian_elbo, linear_gaussian_log_marginal, linear_vae_arrays
-
-    linear_vae_arrays(model)                                        # a ValueError if not linear Gaussian
-    check_rng(rng)
-    steps = positive_int(steps, "steps")
-    batch_size = positive_int(batch_size, "batch_size")
-    if not (isinstance(seconds, (int, float)) and seconds > 0):
-        raise ValueError(f"seconds must be a positive number; got {seconds!r}")
-    x_train = model._check_x(x_train, "x_train")
-    n = x_train.shape[0]
-    batch_size = min(batch_size, n)
-    trace_at = set(np.unique(np.geomspace(1, steps, max(2, trace_points)).astype(int)).tolist())
-
-    model.params["decoder.0.b"][...] = x_train.mean(axis=0)
-    if "decoder.logvar" in model.params:
-        variance = max(float(np.mean(np.var(x_train, axis=0))), INITIAL_VARIANCE_FLOOR)
-        model.params["decoder.logvar"][...] = np.log(variance)
-    optimizer = Adam(lr=lr)
-    trace = {"step": [], "train_elbo": [], "train_log_px": []}
-
-    def record(step):
-        W_enc, b_enc, W_dec, b_dec, sigma2 = linear_vae_arrays(model)
-        q = W_dec.shape[0]
-        y = x_train @ W_enc + b_enc
-        elbo = linear_gaussian_elbo(x_train, y[:, :q], y[:, q:], W_dec, b_dec, sigma2)
-        trace["step"].append(int(step))
-        trace["train_elbo"].append(float(np.mean(elbo)))
-        trace["train_log_px"].append(float(np.mean(linear_gaussian_log_marginal(x_train, W_dec, b_dec, sigma2))))
-
-    start = time.perf_counter()
-    record(0)
-    step, by_time, order, position = 0, False, rng.permutation(n), 0
-    while True:
-        elapsed = time.perf_counter() - start
-        progress = max(step / steps, elapsed / seconds)
-        if progress >= 1.0:
-            by_time = step < steps
-            break
-        if position + batch_size > n:                  # a new epoch (a last, partial batch is skipped)
-            order, position = rng.permutation(n), 0
-        batch = x_train[order[position:position + batch_size]]
-        position += batch_size
-        optimizer.lr = learning_rate(progress, lr, final_lr)
-        _, grads = model.loss_and_grads(batch, rng=rng)
-        optimizer.step(model.params, grads)
-        step += 1
-        if step in trace_at:
-            record(step)
-    if trace["step"][-1] != step:
-        record(step)
-    return dict(trace, steps=step, epochs=step * batch_size / n, seconds=time.perf_counter() - start,
-                stopped_by_time_budget=by_time)
+    return None if nats is None else nats_to_bits(nats, input_dim)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -235,15 +104,12 @@ def train_linear_vae(model, x_train, rng, steps=LINEAR_STEPS, seconds=LINEAR_SEC
 # --------------------------------------------------------------------------------------------------
 
 def _fit_reference(model, x_train, x_val, epochs, seed):
-    """fit() with the reference optimiser settings of ``minivae train``; returns the History."""
+    """fit() with its defaults, the reference setting, as ``minivae train`` runs it; returns the History."""
     import numpy as np
 
-    from .optim import Adamax
     from .training import fit
 
-    return fit(model, x_train, x_val, epochs=epochs, batch_size=REFERENCE.batch_size,
-               optimizer=Adamax(lr=REFERENCE.lr), patience=REFERENCE.patience, rng=np.random.default_rng(seed),
-               val_samples=REFERENCE.val_samples, ema=REFERENCE.ema, verbose=False)
+    return fit(model, x_train, x_val, epochs=epochs, rng=np.random.default_rng(seed), verbose=False)
 
 
 def _evaluate_nonlinear(model, x_test, importance_samples, seed):
@@ -294,7 +160,7 @@ def categorical_from_run(run_dir):
 # --------------------------------------------------------------------------------------------------
 
 def compare(latent_sizes=DEFAULT_LATENT_SIZES, seed=0, quick=False, linear_steps=None,
-            linear_seconds=LINEAR_SECONDS, train_run=None, nonlinear=True, out=None, log=None):
+            linear_seconds=LINEAR_SCHEDULE.seconds, train_run=None, nonlinear=True, out=None, log=None):
     """Everything ``minivae compare`` reports, as a JSON-serialisable dict.
 
     All numbers are means over examples, in nats per example, with the sign of a loss: ``*_nll`` is
@@ -307,7 +173,7 @@ def compare(latent_sizes=DEFAULT_LATENT_SIZES, seed=0, quick=False, linear_steps
     seed : int; everything random (dequantization, initial weights, minibatches, eps) derives from it
     quick : bool; tiny settings (a few thousand linear steps, hidden (16,), 3 epochs) that run in
         seconds, for tests. The numbers are then not meaningful
-    linear_steps : int or None, the linear VAE's planned Adam steps (default LINEAR_STEPS, or
+    linear_steps : int or None, the linear VAE's planned Adam steps (default LINEAR_SCHEDULE.steps, or
         QUICK["linear_steps"])
     linear_seconds : float, the linear VAE's time budget per latent size
     train_run : str or None, the ``--out`` folder of a finished ``minivae train`` run on the digits,
@@ -323,13 +189,14 @@ def compare(latent_sizes=DEFAULT_LATENT_SIZES, seed=0, quick=False, linear_steps
     import numpy as np
 
     from . import __version__
-    from .ppca import PPCA, linear_vae_exact
+    from .linear_vae import linear_vae_exact, train_linear_vae
+    from .ppca import PPCA
     from .vae import VAE
 
     latent_sizes = [_latent_size(q) for q in latent_sizes]
     log = log or (lambda message: None)
     start = time.perf_counter()
-    settings = QUICK if quick else dict(linear_steps=LINEAR_STEPS, hidden=REFERENCE.hidden,
+    settings = QUICK if quick else dict(linear_steps=LINEAR_SCHEDULE.steps, hidden=REFERENCE.hidden,
                                         nonlinear_epochs=NONLINEAR_MAX_EPOCHS,
                                         nonlinear_importance_samples=IMPORTANCE_SAMPLES)
     linear_steps = settings["linear_steps"] if linear_steps is None else linear_steps
@@ -342,8 +209,8 @@ def compare(latent_sizes=DEFAULT_LATENT_SIZES, seed=0, quick=False, linear_steps
         "data": {"name": "digits", "dequantized": True, "seed": seed, "input_dim": INPUT_DIM,
                  "n_train": n_train, "n_val": len(x["val"]), "n_test": n_test},
         "settings": {"quick": bool(quick), "latent_sizes": latent_sizes, "linear_steps": linear_steps,
-                     "linear_seconds": linear_seconds, "linear_batch_size": LINEAR_BATCH_SIZE,
-                     "linear_lr": LINEAR_LR, "linear_final_lr": LINEAR_FINAL_LR,
+                     "linear_seconds": linear_seconds, "linear_batch_size": LINEAR_SCHEDULE.batch_size,
+                     "linear_lr": LINEAR_SCHEDULE.lr, "linear_final_lr": LINEAR_SCHEDULE.final_lr,
                      "nonlinear_hidden": list(settings["hidden"]),
                      "nonlinear_max_epochs": settings["nonlinear_epochs"]},
         "results": {},
@@ -612,10 +479,10 @@ def add_parser(subcommands):
     parser.add_argument("--json", action="store_true", help="print the results as JSON, and nothing else, "
                                                             "on stdout")
     parser.add_argument("--quick", action="store_true", help="tiny settings that run in seconds (for tests)")
-    parser.add_argument("--linear-seconds", type=float, default=LINEAR_SECONDS,
-                        help=f"time budget of each linear VAE (default {LINEAR_SECONDS:g})")
+    parser.add_argument("--linear-seconds", type=float, default=LINEAR_SCHEDULE.seconds,
+                        help=f"time budget of each linear VAE (default {LINEAR_SCHEDULE.seconds:g})")
     parser.add_argument("--linear-steps", type=int,
-                        help=f"planned Adam steps of each linear VAE (default {LINEAR_STEPS})")
+                        help=f"planned Adam steps of each linear VAE (default {LINEAR_SCHEDULE.steps})")
     parser.add_argument("--train-run", metavar="DIR",
                         help="reuse a finished `minivae train` run (its summary.json) for the categorical "
                              "VAE instead of training it here")

@@ -1,8 +1,10 @@
-"""Layers written by hand: a linear layer, activations, and the MLP that stacks them.
+"""Layers written by hand: the linear map, activations, and the MLP that stacks them.
 
-Every computation comes as a pair in the style of CS231n: ``forward`` returns ``(out, cache)`` and
-``backward`` takes ``(dout, cache)`` and returns the gradient with respect to the input. Here ``dout``
-is dL/dout for some scalar loss L, and each backward applies the chain rule once.
+The arithmetic is in the leaf operations of :mod:`minivae.ops`, each forward beside its backward
+(``linear_forward``/``linear_backward``, ``activation_forward``/``activation_backward``, and
+``dense_forward``/``dense_backward`` for one whole layer a = f(x @ W + b)). Here they become the
+objects a model is built of: an :class:`Activation` (with its slope, for the leaky ReLU) and an
+:class:`MLP`, which runs its layers forward and backward, one leaf operation per layer.
 
 Parameters are not stored in the layers. They live in one dict, ``params``, owned by the model
 (``model.params``), under names such as ``"encoder.0.W"``; layers read them from there and write their
@@ -13,162 +15,83 @@ changes the model, which is what gradient checks and optimizers rely on.
 import numpy as np
 
 from . import backend as backends
+from .ops import (ACTIVATIONS as ACTIVATION_NAMES, LEAKY_RELU_SLOPE, accumulate, activation_backward,
+                  activation_forward, linear_backward, linear_forward, sigmoid)
 
-LEAKY_RELU_SLOPE = 0.01  # the slope for x < 0, PyTorch's default for nn.LeakyReLU
-
-
-# --------------------------------------------------------------------------------------------------
-# Linear layer: out = x @ W + b
-# --------------------------------------------------------------------------------------------------
-
-def linear_forward(x, W, b):
-    """Affine map ``out = x @ W + b``.
-
-    Parameters
-    ----------
-    x : (N, in_dim) array
-    W : (in_dim, out_dim) array
-    b : (out_dim,) array
-
-    Returns
-    -------
-    out : (N, out_dim) array
-    cache : (x, W), what the backward needs
-    """
-    return x @ W + b, (x, W)
-
-
-def linear_backward(dout, cache):
-    """Backward of :func:`linear_forward`.
-
-    With out = x W + b:  dL/dx = dout Wᵀ,  dL/dW = xᵀ dout,  dL/db = Σ_n dout[n].
-
-    Parameters
-    ----------
-    dout : (N, out_dim) array, dL/dout
-    cache : from :func:`linear_forward`
-
-    Returns
-    -------
-    dx : (N, in_dim) array
-    dW : (in_dim, out_dim) array
-    db : (out_dim,) array
-    """
-    x, W = cache
-    return dout @ W.T, x.T @ dout, dout.sum(axis=0)
+__all__ = ["Activation", "Identity", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "ACTIVATIONS", "get_activation",
+           "MLP", "linear_forward", "linear_backward", "sigmoid", "LEAKY_RELU_SLOPE"]
 
 
 # --------------------------------------------------------------------------------------------------
-# Activations: elementwise, out = f(x), backward dL/dx = dout * f'(x)
+# Activations: elementwise a = f(h); the maths is in minivae.ops.activation_forward/_backward
 # --------------------------------------------------------------------------------------------------
 
 class Activation:
-    """An elementwise nonlinearity with its derivative. Subclasses define ``forward`` and ``backward``."""
+    """An elementwise nonlinearity, by name, with its parameters (the leaky ReLU's slope).
+
+    ``forward(h)`` returns ``(a, cache)``; ``backward(da, cache)`` returns dL/dh = da · f'(h).
+    """
 
     name = None
+    slope = 0.0  # only the leaky ReLU has a slope; it is data, passed to every leaf operation
 
-    def forward(self, x):
-        """out = f(x) elementwise. Returns ``(out, cache)``; shapes are those of x."""
-        raise NotImplementedError
+    def forward(self, h):
+        """a = f(h) elementwise. Returns ``(a, cache)``; shapes are those of h."""
+        return activation_forward(h, self.name, self.slope)
 
-    def backward(self, dout, cache):
-        """dL/dx = dout * f'(x), elementwise; same shape as dout."""
-        raise NotImplementedError
+    def backward(self, da, cache):
+        """dL/dh = da · f'(h), elementwise; same shape as da."""
+        return activation_backward(da, cache, self.name, self.slope)
 
     def __repr__(self):
         return f"{type(self).__name__}()"
 
 
 class Identity(Activation):
-    """f(x) = x, f'(x) = 1. Used after the last layer of an MLP."""
+    """f(h) = h, f'(h) = 1. Used after the last layer of an MLP."""
 
     name = "identity"
 
-    def forward(self, x):
-        return x, None
-
-    def backward(self, dout, cache):
-        return dout
-
 
 class ReLU(Activation):
-    """f(x) = max(x, 0); f'(x) = 1 where x > 0, else 0 (we take 0 at x = 0)."""
+    """f(h) = max(h, 0); f'(h) = 1 where h > 0, else 0 (we take 0 at h = 0)."""
 
     name = "relu"
 
-    def forward(self, x):
-        positive = x > 0
-        return np.where(positive, x, 0), positive
-
-    def backward(self, dout, cache):
-        positive = cache
-        return np.where(positive, dout, 0)
-
 
 class LeakyReLU(Activation):
-    """f(x) = x for x > 0, slope * x otherwise; f'(x) = 1 or slope."""
+    """f(h) = h for h > 0, slope · h otherwise; f'(h) = 1 or slope.
+
+    Parameters
+    ----------
+    slope : float in [0, 1), default 0.01 (PyTorch's)
+    """
 
     name = "leaky_relu"
 
     def __init__(self, slope=LEAKY_RELU_SLOPE):
-        self.slope = slope
-
-    def forward(self, x):
-        positive = x > 0
-        return np.where(positive, x, self.slope * x), positive
-
-    def backward(self, dout, cache):
-        positive = cache
-        return np.where(positive, dout, self.slope * dout)
+        if isinstance(slope, bool) or not np.isscalar(slope) or not 0 <= slope < 1:
+            raise ValueError(f"slope must be a number in [0, 1); got {slope!r}")
+        self.slope = float(slope)
 
     def __repr__(self):
         return f"LeakyReLU(slope={self.slope})"
 
 
 class Tanh(Activation):
-    """f(x) = tanh(x); f'(x) = 1 - tanh(x)², computed from the cached output."""
+    """f(h) = tanh(h); f'(h) = 1 - tanh(h)², computed from the cached output."""
 
     name = "tanh"
 
-    def forward(self, x):
-        out = np.tanh(x)
-        return out, out
-
-    def backward(self, dout, cache):
-        out = cache
-        return dout * (1 - out * out)
-
 
 class Sigmoid(Activation):
-    """f(x) = 1 / (1 + exp(-x)); f'(x) = f(x) (1 - f(x)), computed from the cached output."""
+    """f(h) = 1 / (1 + exp(-h)); f'(h) = f(h) (1 - f(h)), computed from the cached output."""
 
     name = "sigmoid"
 
-    def forward(self, x):
-        out = sigmoid(x)
-        return out, out
-
-    def backward(self, dout, cache):
-        out = cache
-        return dout * out * (1 - out)
-
-
-def sigmoid(x):
-    """Logistic function without overflow: exp is only taken of -|x|.
-
-    Parameters
-    ----------
-    x : array
-
-    Returns
-    -------
-    array of the same shape, values in (0, 1)
-    """
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
-
 
 ACTIVATIONS = {cls.name: cls for cls in (Identity, ReLU, LeakyReLU, Tanh, Sigmoid)}
+assert tuple(ACTIVATIONS) == ACTIVATION_NAMES
 
 
 def get_activation(name):
@@ -181,23 +104,27 @@ def get_activation(name):
 
 
 # --------------------------------------------------------------------------------------------------
-# MLP: linear layers with an activation between them, none after the last
+# MLP: dense layers a = f(x @ W + b), with no activation after the last
 # --------------------------------------------------------------------------------------------------
 
 class MLP:
     """A multilayer perceptron ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
 
-    Layer i is the linear map with parameters ``f"{name}.{i}.W"`` of shape (sizes[i], sizes[i+1]) and
+    Layer i is the dense layer with parameters ``f"{name}.{i}.W"`` of shape (sizes[i], sizes[i+1]) and
     ``f"{name}.{i}.b"`` of shape (sizes[i+1],). The activation follows every layer but the last, so
     ``MLP("encoder", [64, 256, 256, 32], "leaky_relu")`` is
     Linear(64, 256), LeakyReLU, Linear(256, 256), LeakyReLU, Linear(256, 32);
     with ``sizes = [64, 32]`` it is a single linear map.
 
+    Each layer is one leaf operation, :func:`minivae.ops.dense_forward` forward and
+    :func:`minivae.ops.dense_backward` backward (or the compiled kernels of the same names, see
+    :mod:`minivae.backend`).
+
     Parameters
     ----------
     name : str, prefix of the parameter names ("encoder" or "decoder")
     sizes : sequence of int, the widths from input to output
-    activation : str or Activation
+    activation : str or Activation (e.g. ``LeakyReLU(0.2)``)
     """
 
     def __init__(self, name, sizes, activation="leaky_relu"):
@@ -211,8 +138,16 @@ class MLP:
         return len(self.sizes) - 1
 
     def keys(self, i):
-        """Names of the weight and bias of linear layer i."""
+        """Names of the weight and bias of layer i."""
         return f"{self.name}.{i}.W", f"{self.name}.{i}.b"
+
+    def param_shapes(self):
+        """name -> shape of every parameter, in layer order (W before b)."""
+        shapes = {}
+        for i, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            key_W, key_b = self.keys(i)
+            shapes[key_W], shapes[key_b] = (n_in, n_out), (n_out,)
+        return shapes
 
     def init_params(self, rng, dtype):
         """Fresh parameters, as PyTorch's ``nn.Linear`` draws them: W and b ~ U(-1/√in, 1/√in).
@@ -241,25 +176,26 @@ class MLP:
         ----------
         params : dict holding this MLP's weights
         x : (N, sizes[0]) array
-        backend : "numpy", "numba" or None (the current backend, see :mod:`minivae.backend`)
+        backend : "numpy", "numba" or None (the current backend): which implementation of the leaf
+            operations runs (see :mod:`minivae.backend`)
 
         Returns
         -------
         out : (N, sizes[-1]) array
-        cache : what :meth:`backward` needs: the backend and one entry per layer
+        cache : list, one dense-layer cache per layer
         """
-        if self._compiled(backend):
-            return self._forward_numba(params, x)
+        ops = backends.leaf_ops(backend)
         cache = []
         h = x
         for i in range(self.n_layers):
             key_W, key_b = self.keys(i)
-            h, linear_cache = linear_forward(h, params[key_W], params[key_b])
-            h, activation_cache = self._activation(i).forward(h)
-            cache.append((linear_cache, activation_cache))
-        return h, ("numpy", cache)
+            activation = self._activation(i)
+            h, layer_cache = ops.dense_forward(h, params[key_W], params[key_b], activation.name,
+                                               activation.slope)
+            cache.append(layer_cache)
+        return h, cache
 
-    def backward(self, dout, cache, grads, need_dx=True):
+    def backward(self, dout, cache, grads, need_dx=True, backend=None):
         """Backpropagate dL/dout through the network.
 
         Parameters
@@ -269,65 +205,26 @@ class MLP:
         grads : dict; dL/dW and dL/db of every layer are stored in it under the parameter names
             (added to what is there, so gradients from several terms can accumulate)
         need_dx : bool; False skips the last product dL/dx (an encoder's input needs no gradient)
+        backend : as given to :meth:`forward`
 
         Returns
         -------
-        dx : (N, sizes[0]) array, dL/dx (None when need_dx is False and the backend is numba)
+        dx : (N, sizes[0]) array, dL/dx, or None when need_dx is False
         """
-        backend, layers = cache
-        if backend == "numba":
-            return self._backward_numba(dout, layers, grads, need_dx)
+        ops = backends.leaf_ops(backend)
         dh = dout
         for i in reversed(range(self.n_layers)):
-            linear_cache, activation_cache = layers[i]
-            dh = self._activation(i).backward(dh, activation_cache)
-            dh, dW, db = linear_backward(dh, linear_cache)
+            activation = self._activation(i)
+            dh, dW, db = ops.dense_backward(dh, cache[i], activation.name, activation.slope,
+                                            need_dx or i > 0)
             key_W, key_b = self.keys(i)
-            _accumulate(grads, key_W, dW)
-            _accumulate(grads, key_b, db)
-        return dh
-
-    # The same two passes with the compiled kernels: each layer is one fused call,
-    # act(x @ W + b) forward and (act' · dout, its column sums, the two products) backward.
-
-    def _compiled(self, backend):
-        return (backends.resolve(backend) == "numba"
-                and self.activation.name in backends.kernels().ACTIVATION_CODES)
-
-    def _forward_numba(self, params, x):
-        kernels = backends.kernels()
-        layers = []
-        h = x
-        for i in range(self.n_layers):
-            key_W, key_b = self.keys(i)
-            a, _ = kernels.dense_forward(h, params[key_W], params[key_b], self._activation(i).name)
-            layers.append((h, params[key_W], a))
-            h = a
-        return h, ("numba", layers)
-
-    def _backward_numba(self, dout, layers, grads, need_dx):
-        kernels = backends.kernels()
-        dh = dout
-        for i in reversed(range(self.n_layers)):
-            x, W, a = layers[i]
-            key_W, key_b = self.keys(i)
-            dh, dW, db = kernels.dense_backward(dh, x, a, W, self._activation(i).name,
-                                                need_dx=need_dx or i > 0)
-            _accumulate(grads, key_W, dW)
-            _accumulate(grads, key_b, db)
+            accumulate(grads, key_W, dW)
+            accumulate(grads, key_b, db)
         return dh
 
     def _activation(self, i):
-        """The activation after linear layer i: none (identity) after the last."""
+        """The activation after layer i: none (identity) after the last."""
         return self.activation if i < self.n_layers - 1 else self.identity
 
     def __repr__(self):
         return f"MLP({self.name!r}, sizes={self.sizes}, activation={self.activation!r})"
-
-
-def _accumulate(grads, key, value):
-    """grads[key] += value, creating the entry on first use."""
-    if key in grads:
-        grads[key] += value
-    else:
-        grads[key] = value

@@ -3,6 +3,10 @@
 They share one signature (as in CS231n's ``optim.py``): ``optimizer.step(params, grads)`` updates every
 array of ``params`` in place from the array of ``grads`` with the same key, keeping its running
 statistics in ``optimizer.state``. The update rules follow PyTorch's, so that results can be compared.
+
+Each update is a leaf operation of :mod:`minivae.ops` (``sgd_update``, ``adam_update``,
+``adamax_update``), where the rule is written out; the backend chooses the NumPy code or the compiled
+kernel of the same name, one pass over the parameter.
 """
 
 import numpy as np
@@ -16,8 +20,8 @@ class Optimizer:
     Parameters
     ----------
     lr : float > 0, the learning rate
-    backend : "numpy", "numba" or None (the current backend, see :mod:`minivae.backend`); with
-        numba each update is one compiled pass over the parameter
+    backend : "numpy", "numba" or None (the current backend, see :mod:`minivae.backend`): which
+        implementation of the update runs
     """
 
     def __init__(self, lr, backend=None):
@@ -37,26 +41,46 @@ class Optimizer:
         grads : dict with the same keys and shapes
         """
         self.t += 1
-        update = self.update_numba if backends.resolve(self.backend) == "numba" else self.update
+        ops = backends.leaf_ops(self.backend)
         for key, p in params.items():
             g = grads[key]
-            if g.shape != p.shape:
-                raise ValueError(f"grads[{key!r}] has shape {g.shape}; params[{key!r}] has {p.shape}")
+            if g.shape != p.shape or g.dtype != p.dtype:
+                raise ValueError(f"grads[{key!r}] is {g.dtype} of shape {g.shape}; params[{key!r}] is "
+                                 f"{p.dtype} of shape {p.shape}")
             if key not in self.state:
                 self.state[key] = self.init_state(p)
-            update(p, g, self.state[key])
+            self.update(ops, p, g, self.state[key])
 
     def init_state(self, p):
         """The running statistics of one parameter, a dict of arrays."""
         return {}
 
-    def update(self, p, g, state):
-        """Update one parameter array ``p`` in place with its gradient ``g``."""
+    def update(self, ops, p, g, state):
+        """Update one parameter array ``p`` in place with its gradient ``g``, with the leaf ops ``ops``."""
         raise NotImplementedError
 
-    def update_numba(self, p, g, state):
-        """:meth:`update` in one compiled pass (:mod:`minivae.kernels`)."""
-        raise NotImplementedError
+    def state_dict(self):
+        """The optimizer's state as a flat dict of arrays (for saving beside the parameters).
+
+        Keys are ``"t"`` (the step count) and ``"{statistic}/{parameter name}"``.
+        """
+        arrays = {"t": np.array(self.t)}
+        for key, state in self.state.items():
+            for name, value in state.items():
+                arrays[f"{name}/{key}"] = value.copy()
+        return arrays
+
+    def load_state_dict(self, arrays):
+        """Restore a state written by :meth:`state_dict` (a dict, or an opened ``.npz``)."""
+        if "t" not in arrays:
+            raise ValueError("an optimizer state needs the step count 't'")
+        state = {}
+        for name in arrays:
+            if name != "t":
+                statistic, _, key = str(name).partition("/")
+                state.setdefault(key, {})[statistic] = np.array(arrays[name])
+        self.t = int(arrays["t"])
+        self.state = state
 
     def __repr__(self):
         settings = ", ".join(f"{k}={v}" for k, v in vars(self).items() if k not in ("t", "state"))
@@ -78,16 +102,8 @@ class SGD(Optimizer):
     def init_state(self, p):
         return {"velocity": np.zeros_like(p)} if self.momentum else {}
 
-    def update(self, p, g, state):
-        if self.momentum:
-            v = state["velocity"]
-            v *= self.momentum
-            v += g
-            g = v
-        p -= self.lr * g
-
-    def update_numba(self, p, g, state):
-        backends.kernels().sgd_update(p, g, state.get("velocity"), self.lr, self.momentum)
+    def update(self, ops, p, g, state):
+        ops.sgd_update(p, g, state.get("velocity"), self.lr, self.momentum)
 
 
 class Adam(Optimizer):
@@ -105,18 +121,8 @@ class Adam(Optimizer):
     def init_state(self, p):
         return {"m": np.zeros_like(p), "v": np.zeros_like(p)}
 
-    def update(self, p, g, state):
-        beta1, beta2 = self.betas
-        m, v = state["m"], state["v"]
-        m *= beta1
-        m += (1 - beta1) * g
-        v *= beta2
-        v += (1 - beta2) * g * g
-        denominator = np.sqrt(v / (1 - beta2 ** self.t)) + self.eps
-        p -= (self.lr / (1 - beta1 ** self.t)) * m / denominator
-
-    def update_numba(self, p, g, state):
-        backends.kernels().adam_update(p, g, state["m"], state["v"], self.lr, *self.betas, self.eps, self.t)
+    def update(self, ops, p, g, state):
+        ops.adam_update(p, g, state["m"], state["v"], self.lr, *self.betas, self.eps, self.t)
 
 
 class Adamax(Optimizer):
@@ -133,17 +139,8 @@ class Adamax(Optimizer):
     def init_state(self, p):
         return {"m": np.zeros_like(p), "u": np.zeros_like(p)}
 
-    def update(self, p, g, state):
-        beta1, beta2 = self.betas
-        m, u = state["m"], state["u"]
-        m *= beta1
-        m += (1 - beta1) * g
-        u *= beta2
-        np.maximum(u, np.abs(g) + self.eps, out=u)
-        p -= (self.lr / (1 - beta1 ** self.t)) * m / u
-
-    def update_numba(self, p, g, state):
-        backends.kernels().adamax_update(p, g, state["m"], state["u"], self.lr, *self.betas, self.eps, self.t)
+    def update(self, ops, p, g, state):
+        ops.adamax_update(p, g, state["m"], state["u"], self.lr, *self.betas, self.eps, self.t)
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamax": Adamax}

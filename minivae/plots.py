@@ -525,7 +525,7 @@ def plot_history(history, path=None, title=None):
     history : object or Mapping
         With attributes (or keys) ``train_loss``: list of float, mean training −ELBO per epoch;
         ``val_loss``: list of float, empty or one value per epoch; ``best_epoch``: int or None,
-        0-based index into ``val_loss`` of the best validation epoch.
+        the best validation epoch, counted from 1 as :class:`minivae.History` counts it.
     path : str or os.PathLike, optional
         Where to save the figure.
     title : str, optional
@@ -552,10 +552,10 @@ def plot_history(history, path=None, title=None):
             f"({train_loss.size}); got shape {val_loss.shape}")
     if best_epoch is not None:
         if (isinstance(best_epoch, bool) or not isinstance(best_epoch, (int, np.integer))
-                or not 0 <= best_epoch < val_loss.size):
+                or not 1 <= best_epoch <= val_loss.size):
             raise ValueError(
-                f"history.best_epoch must be None or a 0-based index into val_loss "
-                f"(0..{val_loss.size - 1}); got {best_epoch!r} with {val_loss.size} "
+                f"history.best_epoch must be None or an epoch counted from 1 "
+                f"(1..{val_loss.size}); got {best_epoch!r} with {val_loss.size} "
                 f"validation values")
         best_epoch = int(best_epoch)
 
@@ -570,7 +570,7 @@ def plot_history(history, path=None, title=None):
         ax.plot(epochs, val_loss, color="C1", marker=marker, markersize=3, label="validation")
         curves.append(val_loss)
     if best_epoch is not None:
-        x_best, y_best = best_epoch + 1, val_loss[best_epoch]
+        x_best, y_best = best_epoch, val_loss[best_epoch - 1]
         ax.vlines(x_best, 0, 1, transform=ax.get_xaxis_transform(), colors="0.4",
                   linestyles=":", linewidth=1.2, zorder=1)
         ax.scatter([x_best], [y_best], s=45, color="C1", edgecolors="black", linewidths=0.8,

@@ -35,12 +35,10 @@ and the Mahalanobis term is written as a sum of two squares (no cancellation)::
     (x - mu)ᵀ C⁻¹ (x - mu) = ||x - mu - W zhat||² / sigma2 + ||zhat||²,   zhat = M⁻¹ Wᵀ (x - mu).
 """
 
-from collections import namedtuple
-
 import numpy as np
 
 from .checks import check_rng
-from .distributions import LOG_2PI
+from .ops import LOG_2PI
 
 # When the discarded eigenvalues average to (almost) zero -- constant data, q >= rank of the data,
 # fewer examples than dimensions -- the maximum-likelihood sigma2 is 0 and the likelihood is
@@ -54,7 +52,7 @@ NOISE_VARIANCE_FLOOR = 1e-6
 # Checking inputs
 # --------------------------------------------------------------------------------------------------
 
-def _as_matrix(X, name, n_features=None):
+def as_data_matrix(X, name, n_features=None):
     """Return X as a finite float64 (n, d) array or raise a ValueError that says what is wrong."""
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2:
@@ -262,7 +260,7 @@ class PPCA:
     # ---------------------------------------------------------------------------------- helpers ---
 
     def _check_data_for_fit(self, X):
-        X = _as_matrix(X, "X")
+        X = as_data_matrix(X, "X")
         d = X.shape[1]
         if not self.n_components < d:
             raise ValueError(f"n_components must be < the number of columns of X ({d}); "
@@ -275,7 +273,7 @@ class PPCA:
 
     def _centred(self, X, method):
         self._check_fitted(method)
-        return _as_matrix(X, "X", n_features=self.n_features_in_) - self.mean_
+        return as_data_matrix(X, "X", n_features=self.n_features_in_) - self.mean_
 
     # -------------------------------------------------------------------------------------- fit ---
 
@@ -551,7 +549,7 @@ def linear_gaussian_log_marginal(x, W_dec, b_dec, sigma2):
     (n,) array
     """
     W, b, sigma2 = _as_decoder(W_dec, b_dec, sigma2)
-    x = _as_matrix(x, "x", n_features=W.shape[0])
+    x = as_data_matrix(x, "x", n_features=W.shape[0])
     return _log_marginal(x - b, W, sigma2)
 
 
@@ -579,7 +577,7 @@ def linear_gaussian_elbo(x, mu, logvar, W_dec, b_dec, sigma2):
     """
     W, b, sigma2 = _as_decoder(W_dec, b_dec, sigma2)
     d, q = W.shape
-    x = _as_matrix(x, "x", n_features=d)
+    x = as_data_matrix(x, "x", n_features=d)
     mu, logvar = _as_posterior_params(mu, logvar, x.shape[0], q)
     var = np.exp(logvar)
     squared_error = np.sum((x - b - mu @ W.T) ** 2, axis=1)
@@ -612,7 +610,7 @@ def linear_gaussian_posterior_gap(x, mu, logvar, W_dec, b_dec, sigma2):
     """
     W, b, sigma2 = _as_decoder(W_dec, b_dec, sigma2)
     d, q = W.shape
-    x = _as_matrix(x, "x", n_features=d)
+    x = as_data_matrix(x, "x", n_features=d)
     mu, logvar = _as_posterior_params(mu, logvar, x.shape[0], q)
     M, logdet_M = _small_matrix(W, sigma2)
     m = np.linalg.solve(M, ((x - b) @ W).T).T                       # (n, q) true posterior means
@@ -656,145 +654,3 @@ def optimal_linear_encoder(W_dec, b_dec, sigma2):
     W_enc[:, :q] = A.T
     b_enc = np.concatenate([-A @ b, np.log(sigma2 / np.diag(M))])
     return W_enc, b_enc
-
-
-# --------------------------------------------------------------------------------------------------
-# The same, on a minivae.VAE with hidden=() and likelihood="gaussian"
-# --------------------------------------------------------------------------------------------------
-
-LinearVAEExact = namedtuple("LinearVAEExact", ["log_px", "elbo", "gap"])
-LinearVAEExact.__doc__ = """Exact per-example quantities of a linear Gaussian VAE, float64 (n,) arrays, nats.
-
-log_px : log p(x), the pPCA marginal of the decoder
-elbo : the ELBO of the model's encoder, in closed form (no sampling)
-gap : KL(q(z|x) || p(z|x)), computed on its own; log_px = elbo + gap up to round-off
-"""
-
-
-def linear_vae_arrays(model):
-    """The weights of a linear Gaussian VAE as float64 arrays, or a ValueError saying why it is not one.
-
-    Parameters
-    ----------
-    model : :class:`minivae.VAE` with ``hidden=()`` and ``likelihood="gaussian"``
-
-    Returns
-    -------
-    W_enc : (d, 2q) array
-    b_enc : (2q,) array
-    W_dec : (q, d) array
-    b_dec : (d,) array
-    sigma2 : float, the decoder's variance: exp(params["decoder.logvar"]) when learned, else
-        ``model.likelihood.variance``
-    """
-    if not all(hasattr(model, attribute) for attribute in ("params", "hidden", "likelihood")):
-        raise TypeError(f"model must be a minivae.VAE; got {type(model).__name__}")
-    hidden, likelihood = tuple(model.hidden), model.likelihood.name
-    if hidden != ():
-        raise ValueError(f"model must be a linear VAE, built with hidden=() (one linear layer each way); "
-                         f"got hidden={hidden}")
-    if likelihood != "gaussian":
-        raise ValueError(f"model must have a Gaussian decoder, likelihood='gaussian'; got {likelihood!r}")
-    params = model.params
-    arrays = [np.asarray(params[key], dtype=np.float64) for key in
-              ("encoder.0.W", "encoder.0.b", "decoder.0.W", "decoder.0.b")]
-    sigma2 = float(np.exp(np.float64(model.likelihood.logvar(params))))
-    return (*arrays, sigma2)
-
-
-def linear_vae_exact(model, x):
-    """log p(x), the ELBO and the gap KL(q(z|x) || p(z|x)) of a linear Gaussian VAE, exactly.
-
-    The decoder p(x|z) = N(z @ W_dec + b_dec, sigma2 I) with p(z) = N(0, I) is a pPCA, so
-    (see :func:`linear_gaussian_log_marginal`, :func:`linear_gaussian_elbo`,
-    :func:`linear_gaussian_posterior_gap`)::
-
-        log p(x) = log N(x | b_dec, W_decᵀ W_dec + sigma2 I)
-        ELBO(x)  = E_q[log p(x|z)] - KL(q(z|x) || p(z))        in closed form
-        gap(x)   = KL(q(z|x) || p(z|x))                        against the true posterior
-
-    The three are computed separately, so ``log_px == elbo + gap`` is a check, not a definition.
-    Everything is float64 whatever the model's dtype.
-
-    Parameters
-    ----------
-    model : :class:`minivae.VAE` with ``hidden=()`` and ``likelihood="gaussian"``
-    x : (n, d) array
-
-    Returns
-    -------
-    LinearVAEExact(log_px, elbo, gap), each an (n,) float64 array, nats
-
-    Raises
-    ------
-    ValueError
-        if the model is not linear and Gaussian, or x does not have d finite columns
-    """
-    W_enc, b_enc, W_dec, b_dec, sigma2 = linear_vae_arrays(model)
-    q, d = W_dec.shape
-    x = _as_matrix(x, "x")
-    if x.shape[1] != d:
-        raise ValueError(f"x has {x.shape[1]} columns; the model expects input_dim={d}")
-    y = x @ W_enc + b_enc                                            # (n, 2q), the encoder in float64
-    mu, logvar = y[:, :q], y[:, q:]
-    return LinearVAEExact(
-        log_px=linear_gaussian_log_marginal(x, W_dec, b_dec, sigma2),
-        elbo=linear_gaussian_elbo(x, mu, logvar, W_dec, b_dec, sigma2),
-        gap=linear_gaussian_posterior_gap(x, mu, logvar, W_dec, b_dec, sigma2),
-    )
-
-
-def set_optimal_encoder(model):
-    """Overwrite the encoder of a linear Gaussian VAE with the best one for its current decoder.
-
-    The encoder becomes :func:`optimal_linear_encoder` of (W_dec, b_dec, sigma2): its mean is the
-    true posterior mean M⁻¹ W_dec (x - b_dec) and its variance the diagonal of sigma2 M⁻¹, with
-    M = W_dec W_decᵀ + sigma2 I. This maximises the ELBO over linear encoders for the fixed
-    decoder. The gap that remains is the price of a diagonal q(z|x); it is 0 exactly when
-    W_dec W_decᵀ is diagonal. The parameter arrays are written in place (their dtype is kept).
-
-    Parameters
-    ----------
-    model : :class:`minivae.VAE` with ``hidden=()`` and ``likelihood="gaussian"``
-
-    Returns
-    -------
-    model, for chaining
-    """
-    _, _, W_dec, b_dec, sigma2 = linear_vae_arrays(model)
-    W_enc, b_enc = optimal_linear_encoder(W_dec, b_dec, sigma2)
-    model.params["encoder.0.W"][...] = W_enc
-    model.params["encoder.0.b"][...] = b_enc
-    return model
-
-
-def linear_vae_from_ppca(ppca, learn_variance=False, dtype=np.float64, seed=0):
-    """The linear Gaussian VAE that a fitted pPCA is, with the optimal encoder.
-
-    Decoder ``W_dec = ppca.W_.T``, ``b_dec = ppca.mean_``, variance ``ppca.noise_variance_``;
-    encoder from :func:`optimal_linear_encoder`. Because the columns of ``W_`` are orthogonal the
-    encoder is the exact posterior: the ELBO equals ``ppca.log_likelihood`` (and after
-    :meth:`PPCA.fit`, its training mean is ``ppca.max_log_likelihood()``).
-
-    Parameters
-    ----------
-    ppca : :class:`PPCA`, fitted
-    learn_variance : bool, whether the VAE's sigma2 is a trained parameter ("decoder.logvar")
-    dtype : numpy.float64 (default, for exact comparisons) or numpy.float32
-    seed : int, the VAE's seed (its own random generator ``model.rng``)
-
-    Returns
-    -------
-    :class:`minivae.VAE` with ``hidden=()``, ``likelihood="gaussian"``
-    """
-    from .vae import VAE    # here, not at the top: the pPCA maths needs nothing from the VAE
-
-    if not isinstance(ppca, PPCA):
-        raise TypeError(f"ppca must be a fitted minivae.ppca.PPCA; got {type(ppca).__name__}")
-    params, sigma2 = ppca.to_linear_vae_params()
-    model = VAE(ppca.n_features_in_, ppca.n_components, hidden=(), likelihood="gaussian",
-                variance=sigma2, learn_variance=learn_variance, seed=seed, dtype=dtype)
-    if learn_variance:
-        params["decoder.logvar"] = np.full(1, np.log(sigma2))
-    model.set_params(params)
-    return model

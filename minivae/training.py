@@ -1,8 +1,13 @@
-"""Training: minibatch stochastic optimisation of the negative ELBO, with early stopping.
+"""Training: minibatch stochastic optimisation of an objective (the negative ELBO), with early stopping.
 
 :func:`fit` shuffles the training set every epoch, takes one optimizer step per minibatch with the
-gradients of :meth:`minivae.VAE.loss_and_grads`, measures the validation -ELBO after each epoch, and
-stops when it has not improved for ``patience`` epochs, restoring the parameters of the best epoch.
+gradients of the objective (:class:`minivae.objectives.ELBO` unless told otherwise), keeps a moving
+average of the weights (Polyak averaging), measures the validation -ELBO after each epoch, and stops
+when it has not improved for ``patience`` epochs, restoring the parameters of the best epoch. Its
+defaults are the reference setting of :mod:`minivae.reference`, the same as ``minivae train``'s.
+
+It uses only public contracts: the model's ``params``, ``check_x``, ``elbo`` and ``backend``; the
+objective's ``draw_noise`` and ``loss_and_grads``; the optimizer's ``step``.
 """
 
 import contextlib
@@ -13,7 +18,8 @@ import numpy as np
 
 from . import backend as backends
 from .checks import check_rng, positive_int
-from .optim import Adamax, Optimizer
+from .optim import Optimizer, make_optimizer
+from .reference import REFERENCE
 
 
 class TrainingError(RuntimeError):
@@ -22,21 +28,27 @@ class TrainingError(RuntimeError):
 
 @dataclass
 class History:
-    """What happened during :func:`fit`.
+    """What happened during :func:`fit`. Epochs are numbered from 1, as the progress lines print them.
 
     Attributes
     ----------
-    train_loss : list of float, the mean training -ELBO of each epoch (over its minibatches), nats
+    train_loss : list of float, the mean training loss of each epoch (over its examples), nats
+    train_rate, train_distortion : list of float, the mean KL and -log p(x|z) of each epoch, when the
+        objective reports them
     val_loss : list of float, the validation -ELBO after each epoch (empty without validation data)
-    best_epoch : int or None, the 0-based epoch whose parameters the model holds at the end
-    best_val_loss : float or None, val_loss[best_epoch]
-    epochs : int, the number of epochs run
+    best_epoch : int or None, the epoch (1-based) whose parameters the model holds at the end
+    best_val_loss : float or None, val_loss[best_epoch - 1]
+    epochs : int, the number of epochs run (completed)
     steps : int, the number of optimizer steps taken
     seconds : float, wall-clock time of the whole fit
     stopped_early : bool, whether patience ran out before ``epochs``
+    interrupted : bool, whether a KeyboardInterrupt (Ctrl-C) ended the fit
+    interrupted_at : dict or None, ``{"epoch": E, "step": S}`` (1-based) where it was interrupted
     """
 
     train_loss: list = field(default_factory=list)
+    train_rate: list = field(default_factory=list)
+    train_distortion: list = field(default_factory=list)
     val_loss: list = field(default_factory=list)
     best_epoch: int = None
     best_val_loss: float = None
@@ -44,41 +56,56 @@ class History:
     steps: int = 0
     seconds: float = 0.0
     stopped_early: bool = False
+    interrupted: bool = False
+    interrupted_at: dict = None
 
     def to_dict(self):
         """A JSON-serialisable dict of the fields."""
         return asdict(self)
 
 
-def fit(model, x_train, x_val=None, epochs=1000, batch_size=64, optimizer=None, patience=20, rng=None,
-        val_samples=1, ema=None, backend=None, verbose=True, callback=None):
-    """Train ``model`` on ``x_train`` by minibatch gradient descent on the negative ELBO.
+def fit(model, x_train, x_val=None, objective=None, epochs=REFERENCE.max_epochs, batch_size=REFERENCE.batch_size,
+        optimizer=None, patience=REFERENCE.patience, rng=None, val_samples=REFERENCE.val_samples,
+        ema=REFERENCE.ema, backend=None, verbose=True, callback=None):
+    """Train ``model`` on ``x_train`` by minibatch gradient descent on ``objective``.
+
+    The defaults are the reference setting (:data:`minivae.reference.REFERENCE`), as ``minivae train``
+    runs it: Adamax 1e-3, batch 64, patience 20, weight averaging with decay 0.999, one sample of z
+    per validation example.
 
     Parameters
     ----------
-    model : :class:`minivae.VAE` (anything with ``params`` and ``loss_and_grads`` and ``elbo``)
+    model : :class:`minivae.VAE`
     x_train : (N, input_dim) array
     x_val : (M, input_dim) array or None; with it, the validation -ELBO is measured after every epoch
-        and drives early stopping; without it, all ``epochs`` run and the last parameters are kept
+        and drives early stopping; without it, all ``epochs`` run and the last parameters (or their
+        average) are kept
+    objective : the loss to minimise, anything with ``draw_noise(model, n, rng)`` and
+        ``loss_and_grads(model, x, noise) -> (loss, grads, stats)`` (default ``model.objective()``,
+        the negative ELBO with the model's β; see :mod:`minivae.objectives`)
     epochs : int, the largest number of passes over x_train
     batch_size : int; the last minibatch of an epoch may be smaller
-    optimizer : :class:`minivae.optim.Optimizer` (default ``Adamax(lr=1e-3)``, the reference setting)
+    optimizer : :class:`minivae.optim.Optimizer` (default Adamax with lr 1e-3, the reference setting)
     patience : int or None; stop after this many epochs without a better validation -ELBO
         (None: never stop early)
-    rng : numpy.random.Generator for shuffling and for the eps of every step (default: a generator
+    rng : numpy.random.Generator for shuffling and for the noise of every step (default: a generator
         seeded from the model's seed, so that the same model seed gives identical parameters)
     val_samples : int, samples of z per validation example in its -ELBO (more: less noisy stopping)
-    ema : float in (0, 1) or None; if given, validate and keep an exponential moving average of the
-        parameters (Polyak averaging), avg ← d avg + (1 - d) params after every step with
-        d = min(ema, (1 + t) / (10 + t)) at step t, so that early averages forget the initialisation
+    ema : float in (0, 1) or None; if given, keep an exponential moving average of the parameters
+        (Polyak averaging), avg ← d avg + (1 - d) params after every step with
+        d = min(ema, (1 + t) / (10 + t)) at step t, so that early averages forget the initialisation;
+        the average is what is validated and what the model holds at the end. None trains without it
     backend : "numpy", "numba" or None; the backend of the whole fit (model and optimizer), unless
         they name their own; None keeps the current one (see :mod:`minivae.backend`)
     verbose : bool, print one line per epoch
-    callback : callable(epoch, history) -> bool or None, called after every epoch; returning True stops
+    callback : callable(epoch, history) -> bool or None, called after every epoch (1-based);
+        returning True stops
 
     Returns
     -------
-    History
+    History. On Ctrl-C (KeyboardInterrupt) the fit stops where it is, the model gets the best
+    parameters so far (the last average, the initial parameters if nothing finished), and the history
+    says ``interrupted`` and where; it is returned, not raised.
 
     Raises
     ------
@@ -86,112 +113,147 @@ def fit(model, x_train, x_val=None, epochs=1000, batch_size=64, optimizer=None, 
         when a minibatch loss or gradient is NaN or infinite; the model then holds the best
         parameters found before (the initial ones if no epoch finished)
     """
-    x_train = model._check_x(x_train, "x_train")
+    x_train = model.check_x(x_train, "x_train")
     if x_val is not None:
-        x_val = model._check_x(x_val, "x_val")
+        x_val = model.check_x(x_val, "x_val")
+    if objective is None:
+        objective = model.objective()
+    for method in ("draw_noise", "loss_and_grads"):
+        if not callable(getattr(objective, method, None)):
+            raise TypeError(f"objective must have a method {method}(); got {type(objective).__name__}")
     epochs = positive_int(epochs, "epochs")
     batch_size = positive_int(batch_size, "batch_size")
+    val_samples = positive_int(val_samples, "val_samples")
     if patience is not None:
         patience = positive_int(patience, "patience")
     if optimizer is None:
-        optimizer = Adamax(lr=1e-3)
+        optimizer = make_optimizer(REFERENCE.optimizer, REFERENCE.lr)
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a minivae.optim.Optimizer; got {type(optimizer).__name__}")
-    if ema is not None and not 0 < ema < 1:
+    if ema is not None and (isinstance(ema, bool) or not np.isscalar(ema) or not 0 < ema < 1):
         raise ValueError(f"ema must be a decay in (0, 1) or None; got {ema!r}")
     if rng is None:
         rng = np.random.default_rng(model.config.get("seed", 0))
     check_rng(rng)
 
     with backends.use_backend(backend) if backend is not None else contextlib.nullcontext():
-        return _train(model, x_train, x_val, epochs, batch_size, optimizer, patience, rng, val_samples, ema,
-                      verbose, callback)
+        trainer = _Trainer(model, objective, optimizer, ema, verbose)
+        return trainer.run(x_train, x_val, epochs, batch_size, patience, rng, val_samples, callback)
 
 
-def _train(model, x_train, x_val, epochs, batch_size, optimizer, patience, rng, val_samples, ema, verbose,
-           callback):
-    """The loop of :func:`fit`, on checked arguments."""
-    history = History()
-    best_params = {key: value.copy() for key, value in model.params.items()}
-    average = {key: value.copy() for key, value in model.params.items()} if ema else None
-    epochs_since_best = 0
-    n = x_train.shape[0]
-    n_batches = -(-n // batch_size)
-    start_time = time.perf_counter()
+class _Trainer:
+    """The loop of :func:`fit` and the state it keeps: the best parameters and the weight average."""
 
-    for epoch in range(epochs):
-        epoch_start = time.perf_counter()
-        order = rng.permutation(n)
-        total = 0.0
-        for step in range(n_batches):
-            batch = x_train[order[step * batch_size:(step + 1) * batch_size]]
-            eps = rng.standard_normal((batch.shape[0], model.latent_dim)).astype(model.dtype)
-            with np.errstate(over="ignore", invalid="ignore"):
-                loss, grads = model._loss_and_grads(batch, eps)
-            # one sum per gradient: a NaN or an infinity anywhere makes its sum non-finite
-            if not (np.isfinite(loss) and np.isfinite(sum(float(np.sum(g)) for g in grads.values()))):
-                model.set_params(best_params)
-                where = ("the initial parameters were restored" if history.best_epoch is None else
-                         f"the parameters of the best epoch ({history.best_epoch + 1}) were restored")
-                raise TrainingError(
-                    f"the loss or its gradient became non-finite (loss={loss}) at epoch {epoch + 1}, "
-                    f"step {step + 1} of {n_batches}; {where}. Try a smaller learning rate.")
-            optimizer.step(model.params, grads)
-            if average is not None:
-                decay = min(ema, (1 + history.steps + step) / (10 + history.steps + step))
-                _update_average(average, model, decay)
-            total += loss * batch.shape[0]
-        history.train_loss.append(total / n)
-        history.steps += n_batches
-        history.epochs = epoch + 1
+    def __init__(self, model, objective, optimizer, ema, verbose):
+        self.model, self.objective, self.optimizer, self.ema, self.verbose = model, objective, optimizer, ema, verbose
+        self.history = History()
+        self.best_params = self.copy_params()
+        self.average = self.copy_params() if ema else None
+        self.where = None  # (epoch, step), 1-based, of the step running now
 
-        improved = False
+    def copy_params(self):
+        return {key: value.copy() for key, value in self.model.params.items()}
+
+    def run(self, x_train, x_val, epochs, batch_size, patience, rng, val_samples, callback):
+        history, start_time = self.history, time.perf_counter()
+        try:
+            self.train(x_train, x_val, epochs, batch_size, patience, rng, val_samples, callback)
+        except KeyboardInterrupt:
+            history.interrupted = True
+            history.interrupted_at = dict(zip(("epoch", "step"), self.where or (history.epochs + 1, 0)))
         if x_val is not None:
-            if average is not None:
-                current = {key: value.copy() for key, value in model.params.items()}
-                model.set_params(average)
-            val_loss = -float(np.mean(model.elbo(x_val, n_samples=val_samples, rng=rng)))
-            history.val_loss.append(val_loss)
-            improved = history.best_val_loss is None or val_loss < history.best_val_loss
-            if improved:
-                history.best_epoch, history.best_val_loss = epoch, val_loss
-                best_params = {key: value.copy() for key, value in model.params.items()}
-                epochs_since_best = 0
-            else:
-                epochs_since_best += 1
-            if average is not None:
-                model.set_params(current)
-        else:
-            history.best_epoch = epoch
+            self.model.set_params(self.best_params)
+        elif self.average is not None:
+            self.model.set_params(self.average)
+        history.seconds = time.perf_counter() - start_time
+        if self.verbose and history.stopped_early:
+            print(f"stopped after {history.epochs} epochs: no better validation -ELBO for {patience} epochs; "
+                  f"kept epoch {history.best_epoch} ({history.best_val_loss:.3f})")
+        if history.interrupted:
+            kept = ("the initial parameters" if history.best_epoch is None and x_val is not None else
+                    f"the parameters of epoch {history.best_epoch}" if x_val is not None else
+                    "the last parameters" + (" (their average)" if self.average is not None else ""))
+            print(f"interrupted at epoch {history.interrupted_at['epoch']}, step "
+                  f"{history.interrupted_at['step']}; kept {kept}", flush=True)
+        return history
 
-        if verbose:
-            line = f"epoch {epoch + 1:4d}  train -ELBO {history.train_loss[-1]:9.3f}"
+    def train(self, x_train, x_val, epochs, batch_size, patience, rng, val_samples, callback):
+        model, history = self.model, self.history
+        epochs_since_best = 0
+        n = x_train.shape[0]
+        n_batches = -(-n // batch_size)
+        for epoch in range(1, epochs + 1):
+            epoch_start = time.perf_counter()
+            order = rng.permutation(n)
+            totals = {}
+            for step in range(n_batches):
+                self.where = (epoch, step + 1)
+                batch = x_train[order[step * batch_size:(step + 1) * batch_size]]
+                noise = self.objective.draw_noise(model, batch.shape[0], rng)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    loss, grads, stats = self.objective.loss_and_grads(model, batch, noise)
+                self.check_finite(loss, grads, epoch, step, n_batches)
+                self.optimizer.step(model.params, grads)
+                if self.average is not None:
+                    t = history.steps + step
+                    self.update_average(min(self.ema, (1 + t) / (10 + t)))
+                for name, value in (("loss", loss), *stats.items()):
+                    totals[name] = totals.get(name, 0.0) + value * batch.shape[0]
+            self.where = None
+            history.train_loss.append(totals["loss"] / n)
+            if "rate" in totals and "distortion" in totals:
+                history.train_rate.append(totals["rate"] / n)
+                history.train_distortion.append(totals["distortion"] / n)
+            history.steps += n_batches
+            history.epochs = epoch
+
+            improved = False
             if x_val is not None:
-                line += (f"  val -ELBO {history.val_loss[-1]:9.3f}{' *' if improved else '  '}"
-                         f"  best {history.best_val_loss:9.3f} (epoch {history.best_epoch + 1})")
-            print(line + f"  {time.perf_counter() - epoch_start:6.2f} s", flush=True)
+                current = None
+                if self.average is not None:
+                    current = self.copy_params()
+                    model.set_params(self.average)
+                val_loss = -float(np.mean(model.elbo(x_val, n_samples=val_samples, rng=rng)))
+                history.val_loss.append(val_loss)
+                improved = history.best_val_loss is None or val_loss < history.best_val_loss
+                if improved:
+                    history.best_epoch, history.best_val_loss = epoch, val_loss
+                    self.best_params = self.copy_params()
+                    epochs_since_best = 0
+                else:
+                    epochs_since_best += 1
+                if current is not None:
+                    model.set_params(current)
+            else:
+                history.best_epoch = epoch
 
-        if patience is not None and x_val is not None and epochs_since_best >= patience:
-            history.stopped_early = True
-            break
-        if callback is not None and callback(epoch, history):
-            break
+            if self.verbose:
+                line = f"epoch {epoch:4d}  train loss {history.train_loss[-1]:9.3f}"
+                if x_val is not None:
+                    line += (f"  val -ELBO {history.val_loss[-1]:9.3f}{' *' if improved else '  '}"
+                             f"  best {history.best_val_loss:9.3f} (epoch {history.best_epoch})")
+                print(line + f"  {time.perf_counter() - epoch_start:6.2f} s", flush=True)
 
-    if x_val is not None:
-        model.set_params(best_params)
-    history.seconds = time.perf_counter() - start_time
-    if verbose and history.stopped_early:
-        print(f"stopped after {history.epochs} epochs: no better validation -ELBO for {patience} epochs; "
-              f"kept epoch {history.best_epoch + 1} ({history.best_val_loss:.3f})")
-    return history
+            if patience is not None and x_val is not None and epochs_since_best >= patience:
+                history.stopped_early = True
+                break
+            if callback is not None and callback(epoch, history):
+                break
 
+    def check_finite(self, loss, grads, epoch, step, n_batches):
+        """TrainingError, with the best parameters restored, unless the loss and every gradient are finite."""
+        # one sum per gradient: a NaN or an infinity anywhere makes its sum non-finite
+        if np.isfinite(loss) and np.isfinite(sum(float(np.sum(g)) for g in grads.values())):
+            return
+        self.model.set_params(self.best_params)
+        where = ("the initial parameters were restored" if self.history.best_epoch is None else
+                 f"the parameters of the best epoch ({self.history.best_epoch}) were restored")
+        raise TrainingError(
+            f"the loss or its gradient became non-finite (loss={loss}) at epoch {epoch}, "
+            f"step {step + 1} of {n_batches}; {where}. Try a smaller learning rate.")
 
-def _update_average(average, model, decay):
-    """average ← decay · average + (1 - decay) · params, for every parameter, in place."""
-    if backends.resolve(model.backend) == "numba":
-        for key, value in model.params.items():
-            backends.kernels().ema_update(average[key], value, decay)
-        return
-    for key, value in model.params.items():
-        average[key] *= decay
-        average[key] += (1 - decay) * value
+    def update_average(self, decay):
+        """average ← decay · average + (1 - decay) · params, for every parameter, in place."""
+        ops = backends.leaf_ops(self.model.backend)
+        for key, value in self.model.params.items():
+            ops.ema_update(self.average[key], value, decay)

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from minivae import cli, compare
+from minivae import cli, compare, linear_vae
 
 EXACT = 1e-9  # nats: what round-off may cost a relation that holds exactly
 LINEAR_KEYS = {"train_nelbo", "train_nll", "train_gap", "test_nelbo", "test_nll", "test_gap", "test_nll_iw",
@@ -149,11 +149,11 @@ def test_same_seed_same_numbers():
 
 def test_learning_rate_schedule():
     lr, final = 1e-2, 1e-4
-    assert compare.learning_rate(0.0, lr, final) == lr
-    assert compare.learning_rate(0.5, lr, final) == lr
-    assert compare.learning_rate(0.75, lr, final) == pytest.approx(1e-3)        # halfway down, geometrically
-    assert compare.learning_rate(1.0, lr, final) == pytest.approx(final)
-    values = [compare.learning_rate(p, lr, final) for p in np.linspace(0, 1, 50)]
+    assert linear_vae.learning_rate(0.0, lr, final) == lr
+    assert linear_vae.learning_rate(0.5, lr, final) == lr
+    assert linear_vae.learning_rate(0.75, lr, final) == pytest.approx(1e-3)        # halfway down, geometrically
+    assert linear_vae.learning_rate(1.0, lr, final) == pytest.approx(final)
+    values = [linear_vae.learning_rate(p, lr, final) for p in np.linspace(0, 1, 50)]
     assert all(b <= a for a, b in zip(values, values[1:]))
 
 
@@ -162,7 +162,7 @@ def test_time_budget_compresses_the_schedule():
 
     _, x = compare.load_dequantized_digits(0)
     model = VAE(64, 2, hidden=(), likelihood="gaussian", learn_variance=True, dtype=np.float64)
-    trace = compare.train_linear_vae(model, x["train"][:200], np.random.default_rng(0), steps=10 ** 7,
+    trace = linear_vae.train_linear_vae(model, x["train"][:200], np.random.default_rng(0), steps=10 ** 7,
                                      seconds=0.3)
     assert trace["stopped_by_time_budget"] and 0 < trace["steps"] < 10 ** 7
     assert trace["seconds"] < 3.0
@@ -182,7 +182,7 @@ def test_errors_name_the_argument(capsys):
     from minivae import VAE
 
     with pytest.raises(ValueError, match="hidden"):
-        compare.train_linear_vae(VAE(64, 2), np.zeros((10, 64)), np.random.default_rng(0))
+        linear_vae.train_linear_vae(VAE(64, 2), np.zeros((10, 64)), np.random.default_rng(0))
 
 
 def test_importing_compare_loads_neither_matplotlib_nor_numba():

@@ -1,12 +1,16 @@
-"""The prior, the reparameterized posterior and the likelihoods: values, gradients and statistics."""
+"""The leaf operations of the posterior and the KL, the prior, the likelihoods: values, gradients, statistics."""
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from minivae.distributions import BernoulliLikelihood, CategoricalLikelihood, GaussianLikelihood, \
-    StandardNormal, diagonal_gaussian_log_prob, make_likelihood, reparameterize, reparameterize_backward
 from minivae.gradcheck import numerical_gradient, numerical_gradient_array, rel_error
+from minivae.likelihoods import BernoulliLikelihood, CategoricalLikelihood, GaussianLikelihood, make_likelihood
+from minivae.ops import (diagonal_gaussian_log_prob, diagonal_gaussian_log_prob_backward, kl_diagonal_gaussians,
+                         kl_diagonal_gaussians_backward, kl_standard_normal, logsumexp, logsumexp_backward,
+                         reparameterize, reparameterize_backward, reparameterized_log_prob,
+                         reparameterized_log_prob_backward)
+from minivae.priors import StandardNormal
 
 TOLERANCE = 1e-7
 
@@ -48,17 +52,17 @@ def test_analytic_kl_matches_closed_form_and_scipy_free_formula(rng):
     var = np.exp(logvar)
     # KL(N(m, s²) || N(0, 1)) = log(1/s) + (s² + m²)/2 - 1/2, summed over dimensions
     expected = np.sum(-0.5 * logvar + (var + mu ** 2) / 2 - 0.5, axis=1)
-    np.testing.assert_allclose(prior.kl(mu, logvar), expected, rtol=1e-13)
-    assert np.all(prior.kl(mu, logvar) >= 0)
-    np.testing.assert_allclose(prior.kl(np.zeros((1, 3)), np.zeros((1, 3))), [0.0], atol=0)
+    np.testing.assert_allclose(prior.kl(mu, logvar)[0], expected, rtol=1e-13)
+    assert np.all(prior.kl(mu, logvar)[0] >= 0)
+    np.testing.assert_allclose(prior.kl(np.zeros((1, 3)), np.zeros((1, 3)))[0], [0.0], atol=0)
 
 
 def test_kl_backward_matches_finite_differences(rng):
     prior = StandardNormal()
     mu, logvar, dkl = rng.standard_normal((4, 3)), rng.standard_normal((4, 3)), rng.standard_normal(4)
-    dmu, dlogvar = prior.kl_backward(dkl, mu, logvar)
-    assert rel_error(dmu, numerical_gradient_array(lambda v: prior.kl(v, logvar), mu, dkl)) < TOLERANCE
-    assert rel_error(dlogvar, numerical_gradient_array(lambda v: prior.kl(mu, v), logvar, dkl)) < TOLERANCE
+    dmu, dlogvar = prior.kl_backward(dkl, prior.kl(mu, logvar)[1])
+    assert rel_error(dmu, numerical_gradient_array(lambda v: prior.kl(v, logvar)[0], mu, dkl)) < TOLERANCE
+    assert rel_error(dlogvar, numerical_gradient_array(lambda v: prior.kl(mu, v)[0], logvar, dkl)) < TOLERANCE
 
 
 def test_analytic_kl_equals_large_monte_carlo_estimate():
@@ -68,17 +72,78 @@ def test_analytic_kl_equals_large_monte_carlo_estimate():
     n = 400_000
     eps = rng.standard_normal((n, 1, 4))
     z, _ = reparameterize(mu, logvar, eps)
-    samples = prior.kl_monte_carlo(z, mu, logvar)[:, 0]
+    samples = (reparameterized_log_prob(eps, logvar)[0] - prior.log_prob(z)[0])[:, 0]
+    np.testing.assert_allclose(reparameterized_log_prob(eps, logvar)[0], diagonal_gaussian_log_prob(z, mu, logvar)[0],
+                               rtol=1e-10)
     standard_error = samples.std() / np.sqrt(n)
-    assert abs(samples.mean() - prior.kl(mu, logvar)[0]) < 4 * standard_error
+    assert abs(samples.mean() - prior.kl(mu, logvar)[0][0]) < 4 * standard_error
     assert standard_error < 0.01  # the comparison is sharp
 
 
 def test_gaussian_log_probs_match_scipy(rng):
     z, mu, logvar = rng.standard_normal((6, 3)), rng.standard_normal((6, 3)), rng.standard_normal((6, 3))
     expected = stats.norm.logpdf(z, mu, np.exp(0.5 * logvar)).sum(axis=1)
-    np.testing.assert_allclose(diagonal_gaussian_log_prob(z, mu, logvar), expected, rtol=1e-13)
-    np.testing.assert_allclose(StandardNormal().log_prob(z), stats.norm.logpdf(z).sum(axis=1), rtol=1e-13)
+    np.testing.assert_allclose(diagonal_gaussian_log_prob(z, mu, logvar)[0], expected, rtol=1e-13)
+    np.testing.assert_allclose(StandardNormal().log_prob(z)[0], stats.norm.logpdf(z).sum(axis=1), rtol=1e-13)
+
+
+def test_diagonal_gaussian_log_prob_backward_matches_finite_differences(rng):
+    # mu broadcast over K draws, logvar over K draws and N rows: the backward sums over the broadcast axes
+    z, mu, logvar = rng.standard_normal((2, 3, 4)), rng.standard_normal((3, 4)), rng.standard_normal((1, 4))
+    dlogp = rng.standard_normal((2, 3))
+    dz, dmu, dlogvar = diagonal_gaussian_log_prob_backward(dlogp, diagonal_gaussian_log_prob(z, mu, logvar)[1])
+    assert dmu.shape == mu.shape and dlogvar.shape == logvar.shape
+    for value, analytic, f in [
+            (z, dz, lambda v: diagonal_gaussian_log_prob(v, mu, logvar)[0]),
+            (mu, dmu, lambda v: diagonal_gaussian_log_prob(z, v, logvar)[0]),
+            (logvar, dlogvar, lambda v: diagonal_gaussian_log_prob(z, mu, v)[0])]:
+        assert rel_error(analytic, numerical_gradient_array(f, value, dlogp)) < TOLERANCE
+
+
+def test_reparameterized_log_prob_backward_is_the_total_derivative_through_the_sample(rng):
+    # log q(z|x) at z = mu + std eps, as a function of (mu, logvar) with eps fixed
+    mu, logvar, eps, dlogp = (rng.standard_normal((3, 4)), rng.standard_normal((3, 4)), rng.standard_normal((3, 4)),
+                              rng.standard_normal(3))
+
+    def log_q(m, lv):
+        return diagonal_gaussian_log_prob(reparameterize(m, lv, eps)[0], m, lv)[0]
+
+    dmu, dlogvar = reparameterized_log_prob_backward(dlogp, reparameterized_log_prob(eps, logvar)[1])
+    assert rel_error(dmu, numerical_gradient_array(lambda v: log_q(v, logvar), mu, dlogp)) < TOLERANCE
+    assert rel_error(dlogvar, numerical_gradient_array(lambda v: log_q(mu, v), logvar, dlogp)) < TOLERANCE
+
+
+def test_kl_between_diagonal_gaussians_matches_scipy_free_formula_and_its_gradient(rng):
+    mu_q, logvar_q, mu_p, logvar_p = (rng.standard_normal((5, 3)) for _ in range(4))
+    kl, cache = kl_diagonal_gaussians(mu_q, logvar_q, mu_p, logvar_p)
+    var_q, var_p = np.exp(logvar_q), np.exp(logvar_p)
+    # KL(N(a, s²) || N(b, t²)) = log(t/s) + (s² + (a - b)²) / (2 t²) - 1/2
+    expected = np.sum(0.5 * (logvar_p - logvar_q) + (var_q + (mu_q - mu_p) ** 2) / (2 * var_p) - 0.5, axis=1)
+    np.testing.assert_allclose(kl, expected, rtol=1e-12)
+    np.testing.assert_allclose(kl_diagonal_gaussians(mu_q, logvar_q, 0.0 * mu_q, 0.0 * mu_q)[0],
+                               kl_standard_normal(mu_q, logvar_q)[0], rtol=1e-13)
+    dkl = rng.standard_normal(5)
+    grads = kl_diagonal_gaussians_backward(dkl, cache)
+    inputs = [mu_q, logvar_q, mu_p, logvar_p]
+    for i, analytic in enumerate(grads):
+        def f(v, i=i):
+            args = list(inputs)
+            args[i] = v
+            return kl_diagonal_gaussians(*args)[0]
+        assert rel_error(analytic, numerical_gradient_array(f, inputs[i], dkl)) < TOLERANCE
+
+
+def test_logsumexp_is_stable_and_its_backward_is_the_softmax(rng):
+    a = rng.standard_normal((4, 6)) * 3
+    out, cache = logsumexp(a, axis=1)
+    np.testing.assert_allclose(out, np.log(np.exp(a).sum(axis=1)), rtol=1e-13)
+    dout = rng.standard_normal(4)
+    assert rel_error(logsumexp_backward(dout, cache),
+                     numerical_gradient_array(lambda v: logsumexp(v, axis=1)[0], a, dout)) < TOLERANCE
+    with np.errstate(over="raise", invalid="raise"):
+        big, _ = logsumexp(np.array([[1000.0, 1000.0], [-1000.0, -1000.0]]), axis=1)
+    np.testing.assert_allclose(big, [1000.0 + np.log(2), -1000.0 + np.log(2)], rtol=1e-15)
+    assert logsumexp(np.array([-np.inf, -np.inf]))[0] == -np.inf
 
 
 # ------------------------------------------------------------------------------------------------

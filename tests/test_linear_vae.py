@@ -17,13 +17,8 @@ import pytest
 from scipy.stats import multivariate_normal
 
 from minivae import VAE, Adam, fit
-from minivae.ppca import (
-    PPCA,
-    linear_vae_arrays,
-    linear_vae_exact,
-    linear_vae_from_ppca,
-    set_optimal_encoder,
-)
+from minivae.linear_vae import linear_vae_arrays, linear_vae_exact, linear_vae_from_ppca, set_optimal_encoder
+from minivae.ppca import PPCA
 
 RTOL = 1e-9
 N_STANDARD_ERRORS = 4.0  # Monte Carlo tolerance: a correct estimate strays further once in ~16000 runs

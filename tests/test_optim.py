@@ -80,7 +80,7 @@ def test_optimizer_errors_are_named():
         SGD(momentum=1.5)
     with pytest.raises(ValueError, match="betas"):
         Adamax(betas=(0.9, 1.0))
-    with pytest.raises(ValueError, match=r"grads\['p'\] has shape \(2,\); params\['p'\] has \(3,\)"):
+    with pytest.raises(ValueError, match=r"grads\['p'\] is float64 of shape \(2,\); params\['p'\] is float64 of shape \(3,\)"):
         SGD().step({"p": np.zeros(3)}, {"p": np.zeros(2)})
     with pytest.raises(ValueError, match="optimizer must be one of"):
         make_optimizer("rmsprop", 1e-3)

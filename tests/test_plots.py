@@ -151,7 +151,7 @@ def test_plot_history_with_validation(tmp_path):
     train = [40.0, 33.0, 30.0, 29.0, 28.5]
     val = [41.0, 34.0, 31.5, 31.0, 31.2]
     path = tmp_path / "history.png"
-    fig = plots.plot_history(history(train, val, best_epoch=3), path=path, title="run")
+    fig = plots.plot_history(history(train, val, best_epoch=4), path=path, title="run")
     assert_png(path)
     (ax,) = fig.axes
     assert len(ax.lines) == 2
@@ -174,7 +174,7 @@ def test_plot_history_training_only():
 
 def test_plot_history_accepts_a_dict():
     fig = plots.plot_history({"train_loss": [3.0, 2.0], "val_loss": [3.5, 2.5],
-                              "best_epoch": 1})
+                              "best_epoch": 2})
     assert len(fig.axes[0].lines) == 2
 
 
@@ -189,7 +189,7 @@ def test_plot_history_zooms_past_huge_early_epochs():
 
 def test_plot_history_does_not_zoom_a_gentle_curve():
     train = list(np.linspace(30.0, 25.0, 40))
-    fig = plots.plot_history(history(train, train, best_epoch=39))
+    fig = plots.plot_history(history(train, train, best_epoch=40))
     bottom, top = fig.axes[0].get_ylim()
     assert bottom < 25.0 and top > 30.0
     assert not fig.axes[0].texts
@@ -312,10 +312,12 @@ def test_history_errors():
     with pytest.raises(ValueError, match=r"val_loss must be empty or hold one value per epoch "
                                          r"\(3\); got shape \(2,\)"):
         plots.plot_history(history([3, 2, 1], [3, 2]))
-    with pytest.raises(ValueError, match="best_epoch must be None or a 0-based index.*got 3"):
-        plots.plot_history(history([3, 2, 1], [3, 2, 1], best_epoch=3))
-    with pytest.raises(ValueError, match="best_epoch .* got 0 with 0 validation values"):
-        plots.plot_history(history([3, 2, 1], [], best_epoch=0))
+    with pytest.raises(ValueError, match=r"best_epoch must be None or an epoch counted from 1 \(1..3\).*got 4"):
+        plots.plot_history(history([3, 2, 1], [3, 2, 1], best_epoch=4))
+    with pytest.raises(ValueError, match="best_epoch .* got 0 with 3 validation values"):
+        plots.plot_history(history([3, 2, 1], [3, 2, 1], best_epoch=0))
+    with pytest.raises(ValueError, match="best_epoch .* got 1 with 0 validation values"):
+        plots.plot_history(history([3, 2, 1], [], best_epoch=1))
     with pytest.raises(TypeError, match="history must have attributes.*no 'best_epoch'"):
         plots.plot_history(types.SimpleNamespace(train_loss=[1.0], val_loss=[]))
 

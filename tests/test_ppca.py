@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
 
+from minivae.linear_vae import linear_vae_arrays, linear_vae_from_ppca
 from minivae.ppca import (
     PPCA,
     linear_gaussian_elbo,
     linear_gaussian_log_marginal,
     linear_gaussian_posterior_gap,
-    linear_vae_arrays,
-    linear_vae_from_ppca,
     optimal_linear_encoder,
 )
 

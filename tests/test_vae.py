@@ -72,8 +72,9 @@ def test_gradient_check_catches_a_wrong_gradient(monkeypatch):
     model, rng = _small_model("gaussian", seed=4)
     x, eps = _data("gaussian", rng, 3, 4), rng.standard_normal((3, 2))
 
-    def wrong_kl_backward(dkl, mu, logvar):
-        return dkl[:, None] * mu, dkl[:, None] * (np.exp(logvar) - 1)
+    def wrong_kl_backward(dkl, cache, grads=None):
+        mu, var = cache
+        return dkl[:, None] * mu, dkl[:, None] * (var - 1)
 
     monkeypatch.setattr(model.prior, "kl_backward", wrong_kl_backward)
     errors = check_model_gradients(model, x, eps)
@@ -261,14 +262,14 @@ def test_log_likelihood_is_chunked_without_changing_the_result(monkeypatch):
     exact = marginal.logpdf(x)
     widest = max(model.decoder.sizes)
     # one example and one sample at a time: each weight is exact, so the result is too
-    monkeypatch.setattr(minivae.vae, "EVAL_CHUNK_ELEMENTS", widest)
+    monkeypatch.setattr(minivae.evaluate, "EVAL_CHUNK_ELEMENTS", widest)
     np.testing.assert_allclose(model.log_likelihood(x, n_samples=9), exact, rtol=1e-10)
     # with weights that differ: all examples at once, 3 samples a chunk, draws the same eps as one
     # pass over all 40 samples, so the running logsumexp must give the one-pass answer
     _widened(model)
-    monkeypatch.setattr(minivae.vae, "EVAL_CHUNK_ELEMENTS", widest * 5 * 3)
+    monkeypatch.setattr(minivae.evaluate, "EVAL_CHUNK_ELEMENTS", widest * 5 * 3)
     chunked = model.log_likelihood(x, n_samples=40, rng=np.random.default_rng(0))
-    monkeypatch.setattr(minivae.vae, "EVAL_CHUNK_ELEMENTS", 2 ** 22)
+    monkeypatch.setattr(minivae.evaluate, "EVAL_CHUNK_ELEMENTS", 2 ** 22)
     one_pass = model.log_likelihood(x, n_samples=40, rng=np.random.default_rng(0))
     np.testing.assert_allclose(chunked, one_pass, rtol=1e-12)
     assert np.abs(one_pass - exact).max() > 1e-3  # the weights did differ

@@ -30,7 +30,8 @@ from scipy.special import logsumexp
 
 import minivae
 from minivae import course, plots
-from minivae.distributions import GaussianLikelihood, StandardNormal
+from minivae.likelihoods import GaussianLikelihood
+from minivae.priors import StandardNormal
 from minivae.ppca import PPCA
 
 TUTORIAL = "01_latent_variable_models"
@@ -288,7 +289,7 @@ for S in (10, 1000, course.size(100_000, 10_000)):
 # The experiment below makes this concrete. For each latent size it fits a pPCA, computes the
 # exact mean `log p(x)` over test images and the naive estimate with three sample sizes `S`, and
 # the average `KL(p(z|x) || p(z))` (the pPCA posterior has a diagonal covariance here, because the
-# fitted `W` has orthogonal columns, so the diagonal-Gaussian KL of `minivae.distributions`
+# fitted `W` has orthogonal columns, so the diagonal-Gaussian KL of `minivae.priors`
 # applies).
 #
 # The left panel: with one or two latent dimensions even 10 samples are close; by `q = 8`
@@ -310,7 +311,7 @@ for q in naive_sizes:
     exact.append(model_q.mean_log_likelihood(x_eval))
     mean_q, cov_q = model_q.posterior(x_eval)
     logvar_q = np.broadcast_to(np.log(np.diag(cov_q)), mean_q.shape)
-    kl_posterior.append(float(np.mean(StandardNormal().kl(mean_q, logvar_q))))
+    kl_posterior.append(float(np.mean(StandardNormal().kl(mean_q, logvar_q)[0])))
     for S in sample_sizes:
         naive[S].append(float(np.mean(naive_log_px(model_q, x_eval, S, rng))))
     print(f"q = {q:2d}: exact {exact[-1]:8.2f}, naive "

@@ -336,6 +336,11 @@ course.show(fig)
 # `minivae.check_model_gradients` can perturb each parameter in place exactly as above. A tiny
 # model in float64 passes, below 1e-7 for every parameter (most far below); the same model in
 # float32 fails the same check, although its backward is the same code.
+#
+# The model is built with `backend="numpy"`, so that every leaf operation it runs is the NumPy code
+# of `minivae.ops` that this tutorial has just taken apart (`dense_forward` is `linear_forward`
+# then the activation). On the default "numba" backend the same chain runs with compiled kernels for
+# some leaves; `tests/test_backends.py` shows that both give the same losses and gradients.
 
 # %%
 x_digits, _ = minivae.datasets.load_digits("train")
@@ -344,7 +349,7 @@ eps = rng.standard_normal((5, 2))
 errors_by_dtype = {}
 for dtype in (np.float64, np.float32):
     model = minivae.VAE(6, 2, hidden=(5,), activation="tanh", likelihood="categorical", num_values=3,
-                        seed=1, dtype=dtype)
+                        seed=1, dtype=dtype, backend="numpy")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         errors_by_dtype[np.dtype(dtype).name] = minivae.check_model_gradients(model, x_small, eps)

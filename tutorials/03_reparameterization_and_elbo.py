@@ -33,10 +33,9 @@ from matplotlib.figure import Figure
 
 import minivae
 from minivae import course, plots
-from minivae.distributions import reparameterize, reparameterize_backward
-from minivae.ppca import (PPCA, linear_gaussian_elbo, linear_gaussian_log_marginal,
-                          linear_gaussian_posterior_gap, linear_vae_arrays, linear_vae_exact,
-                          linear_vae_from_ppca, set_optimal_encoder)
+from minivae.linear_vae import linear_vae_arrays, linear_vae_exact, linear_vae_from_ppca, set_optimal_encoder
+from minivae.ops import reparameterize, reparameterize_backward, reparameterized_log_prob
+from minivae.ppca import PPCA, linear_gaussian_elbo, linear_gaussian_log_marginal, linear_gaussian_posterior_gap
 
 TUTORIAL = "03_reparameterization_and_elbo"
 rng = np.random.default_rng(3)
@@ -80,7 +79,7 @@ print(model)
 # $$\nabla_{\mu} E_q[f(z)] = E_{\varepsilon}\big[\nabla_z f(\mu + \sigma \varepsilon)\big].$$
 #
 # It uses the gradient of `f`, which backpropagation through the decoder provides. In minivae this
-# is `distributions.reparameterize` and its backward, `reparameterize_backward`: `dL/dmu = dL/dz`,
+# is `ops.reparameterize` and its backward, `reparameterize_backward`: `dL/dmu = dL/dz`,
 # `dL/dlogvar = dL/dz * eps * std / 2`.
 #
 # Both are unbiased. The question is their variance. Below, `f_and_grad` computes `f(z)` and
@@ -105,13 +104,16 @@ mu, logvar = model.encode(x)
 std = np.exp(0.5 * logvar)
 
 eps = rng.standard_normal((n_draws, n_images, Q))
-z, cache = reparameterize(mu, logvar, eps)                                  # (draws, images, q)
+rows = (n_draws * n_images, Q)  # one row per (draw, image): each draw is its own estimate
+z, cache = reparameterize(np.broadcast_to(mu, eps.shape).reshape(rows),
+                          np.broadcast_to(logvar, eps.shape).reshape(rows), eps.reshape(rows))
 x_repeated = np.broadcast_to(x, (n_draws,) + x.shape).reshape(-1, x.shape[1])
-log_px, dz = f_and_grad(z.reshape(-1, Q), x_repeated)
-log_px, dz = log_px.reshape(n_draws, n_images), dz.reshape(n_draws, n_images, Q)
+log_px, dz = f_and_grad(z, x_repeated)
+dmu, _ = reparameterize_backward(dz, cache)                 # ∇_z f(z), routed to mu, one row per draw
+z = z.reshape(eps.shape)                                    # (draws, images, q)
+log_px, reparameterized = log_px.reshape(n_draws, n_images), dmu.reshape(eps.shape)
 
 score = log_px[..., None] * eps / std                   # f(z) (z - mu) / σ², one estimate per draw
-reparameterized, _ = reparameterize_backward(dz, cache)  # ∇_z f(z), routed to mu
 
 # %% [markdown]
 # The exact gradient is known here: the decoder is linear, so `∇_z f` is linear in `z` and its
@@ -224,7 +226,7 @@ course.show(fig)
 #   = \tfrac{1}{2} \textstyle\sum_j \big(\mu_j^2 + \sigma_j^2 - 1 - \log \sigma_j^2\big).$$
 #
 # It can also be estimated like the other term, from the sampled `z`:
-# `log q(z|x) - log p(z)` has expectation KL under `q(z|x)` (`StandardNormal.kl_monte_carlo`). The
+# `log q(z|x) - log p(z)` has expectation KL under `q(z|x)` (`ops.reparameterized_log_prob` minus `prior.log_prob`). The
 # left panel shows single-sample estimates for one image against the analytic value (black); the
 # right panel the error of the average of `S` estimates over the test images. The Monte Carlo KL
 # is unbiased but noisy (for an image whose KL is small, a single estimate can even be negative,
@@ -232,8 +234,8 @@ course.show(fig)
 # Monte Carlo one is there for priors or posteriors without a closed form.
 
 # %%
-analytic_kl = model.prior.kl(mu, logvar)                          # (images,)
-single_kl = model.prior.kl_monte_carlo(z, mu, logvar)            # (draws, images), from the same z
+analytic_kl = model.prior.kl(mu, logvar)[0]                       # (images,)
+single_kl = reparameterized_log_prob(eps, logvar)[0] - model.prior.log_prob(z)[0]  # (draws, images), same z
 kl_error = [float(np.sqrt(np.mean((single_kl.reshape(n_draws // S, S, n_images).mean(axis=1)
                                    - analytic_kl) ** 2))) for S in sample_sizes]
 
@@ -342,7 +344,7 @@ elbo_curve, gap_curve, distortion_curve, rate_curve = [], [], [], []
 for s in scales:
     logvar_s = logvar_meanfield + 2 * np.log(s)
     elbo_s = linear_gaussian_elbo(x_eval, mu_post, logvar_s, W_dec, b_dec, sigma2)
-    rate_s = model.prior.kl(mu_post, logvar_s)
+    rate_s = model.prior.kl(mu_post, logvar_s)[0]
     elbo_curve.append(elbo_s.mean())
     gap_curve.append(linear_gaussian_posterior_gap(x_eval, mu_post, logvar_s, W_dec, b_dec, sigma2).mean())
     rate_curve.append(rate_s.mean())

@@ -102,12 +102,12 @@ def report(epoch, history):
     if (epoch + 1) % 10 == 0 or epoch == 0:
         print(f"epoch {epoch + 1:4d}: train -ELBO {history.train_loss[-1]:7.2f}, "
               f"validation -ELBO {history.val_loss[-1]:7.2f} (best {history.best_val_loss:.2f}, "
-              f"epoch {history.best_epoch + 1})", flush=True)
+              f"epoch {history.best_epoch})", flush=True)
     return False
 
 
 model, history, trained = course.reference_model(callback=report)
-best_epoch = history.best_epoch + 1  # epochs are counted from 1, as in the printout and the figure
+best_epoch = history.best_epoch  # epochs are counted from 1, as in the printout and the figure
 print(model)
 print(f"{history.epochs} epochs ({history.steps} steps)"
       + (f" in {history.seconds:.0f} s" if trained else "")

@@ -47,9 +47,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import StrMethodFormatter
 
 import minivae
-from minivae import compare, course, plots
-from minivae.ppca import PPCA, linear_vae_exact, set_optimal_encoder
-from minivae.reference import REFERENCE
+from minivae import compare, course, linear_vae, plots
+from minivae.linear_vae import linear_vae_exact, set_optimal_encoder
+from minivae.ppca import PPCA
+from minivae.reference import LINEAR_SCHEDULE, REFERENCE
 
 TUTORIAL = "05_elbo_against_exact_likelihood"
 SEED = 5
@@ -138,7 +139,7 @@ course.show(fig)
 # ## A linear VAE, trained like any other
 #
 # `minivae.VAE(..., hidden=(), likelihood="gaussian", learn_variance=True)` has one linear layer
-# each way and learns `σ²`; it is a pPCA with an encoder. `compare.train_linear_vae` trains it the
+# each way and learns `σ²`; it is a pPCA with an encoder. `linear_vae.train_linear_vae` trains it the
 # ordinary way: each step draws one `ε` per example of a minibatch of 250, computes the
 # single-sample −ELBO and its gradient with `model.loss_and_grads`, and takes an Adam step. Before
 # the first step it sets the decoder's bias to the data mean and `σ²` to the average variance per
@@ -174,7 +175,7 @@ class WatchedVAE(minivae.VAE):
 
 
 def train_watched(lr, final_lr, seed):
-    """A linear Gaussian VAE trained by ``compare.train_linear_vae``, with snapshots of its weights.
+    """A linear Gaussian VAE trained by ``linear_vae.train_linear_vae``, with snapshots of its weights.
 
     Parameters
     ----------
@@ -190,7 +191,7 @@ def train_watched(lr, final_lr, seed):
     watch = np.unique(np.geomspace(1, STEPS, SNAPSHOTS).astype(int))
     model = WatchedVAE(64, Q, hidden=(), likelihood="gaussian", learn_variance=True, seed=SEED,
                        dtype=np.float64, watch_steps=[0, *watch])
-    trace = compare.train_linear_vae(model, x_train, np.random.default_rng([SEED, seed]), steps=STEPS,
+    trace = linear_vae.train_linear_vae(model, x_train, np.random.default_rng([SEED, seed]), steps=STEPS,
                                      seconds=TIME_BUDGET, lr=lr, final_lr=final_lr)
     model.snapshots.append((trace["steps"], {key: value.copy() for key, value in model.params.items()}))
     print(f"learning rate {lr:g} -> {final_lr:g}: {trace['steps']} steps ({trace['epochs']:.0f} epochs) "
@@ -198,7 +199,7 @@ def train_watched(lr, final_lr, seed):
     return model, trace
 
 
-schedule_model, schedule_trace = train_watched(compare.LINEAR_LR, compare.LINEAR_FINAL_LR, seed=1)
+schedule_model, schedule_trace = train_watched(LINEAR_SCHEDULE.lr, LINEAR_SCHEDULE.final_lr, seed=1)
 final = linear_vae_exact(schedule_model, x_train)
 print(f"after training: ELBO {final.elbo.mean():.3f}, log p(x) of its decoder {final.log_px.mean():.3f}, "
       f"pPCA maximum {ppca_max:.3f} nats per example")
@@ -228,7 +229,7 @@ right.set_ylabel("nats per example below the pPCA maximum")
 right.set_title("The same distances on a log scale")
 rate_axis = right.twinx()
 rate_steps = np.geomspace(1, STEPS, 200)
-rate_axis.plot(rate_steps, [compare.learning_rate(step / STEPS) for step in rate_steps], color="0.6",
+rate_axis.plot(rate_steps, [linear_vae.learning_rate(step / STEPS) for step in rate_steps], color="0.6",
                linewidth=1, linestyle=":")
 rate_axis.set_yscale("log")
 rate_axis.set_ylabel("learning rate (dotted)", color="0.4")
@@ -318,7 +319,7 @@ for name, values in schedule_parts.items():
 
 # %%
 LOG_FLOOR = 1e-4   # nats; smaller values are drawn at this height on the log scale
-DECAY_STARTS = compare.LINEAR_CONSTANT_FRACTION * STEPS   # the step where the learning rate starts to fall
+DECAY_STARTS = LINEAR_SCHEDULE.constant_fraction * STEPS   # the step where the learning rate starts to fall
 
 
 def mark_decay(ax):
@@ -509,10 +510,10 @@ course.claim(sigma2_before > sigma2_end and abs(sigma2_end - sigma2) < 0.05,
 
 # %%
 runs = {}
-for lr in (compare.LINEAR_LR, compare.LINEAR_LR / 10):
+for lr in (LINEAR_SCHEDULE.lr, LINEAR_SCHEDULE.lr / 10):
     model, _ = train_watched(lr, lr, seed=1)
     runs[f"constant {lr:g}"] = (model, distance_parts(model, model.snapshots, x_train)[1])
-runs[f"schedule {compare.LINEAR_LR:g} → {compare.LINEAR_FINAL_LR:g}"] = (schedule_model, schedule_parts)
+runs[f"schedule {LINEAR_SCHEDULE.lr:g} → {LINEAR_SCHEDULE.final_lr:g}"] = (schedule_model, schedule_parts)
 RUN_COLORS = dict(zip(runs, ("C3", "C9", "k")))
 
 for name, (model, parts) in runs.items():
@@ -546,9 +547,9 @@ left.set_title("The distance to the maximum")
 left.legend(loc="lower left", fontsize="small")
 mark_decay(left)   # of the schedule; the constant 1e-2 run follows the same path until there
 
-constant_model = runs[f"constant {compare.LINEAR_LR:g}"][0]
+constant_model = runs[f"constant {LINEAR_SCHEDULE.lr:g}"][0]
 draw_directions(middle, snapshot_steps, variance_along_directions(constant_model.snapshots, N_DIRECTIONS),
-                f"Each direction, constant learning rate {compare.LINEAR_LR:g}", decay=False)
+                f"Each direction, constant learning rate {LINEAR_SCHEDULE.lr:g}", decay=False)
 for ax in (left, middle):
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
@@ -612,7 +613,7 @@ history = minivae.fit(nonlinear, x_train, x_val, epochs=NONLINEAR_EPOCHS, batch_
                       val_samples=REFERENCE.val_samples, ema=REFERENCE.ema,
                       rng=np.random.default_rng([SEED, 2]), verbose=False)
 print(f"{nonlinear}\ntrained {history.epochs} epochs in {history.seconds:.1f} s; kept epoch "
-      f"{history.best_epoch + 1}; learned σ² = {np.exp(nonlinear.params['decoder.logvar'][0]):.2f} "
+      f"{history.best_epoch}; learned σ² = {np.exp(nonlinear.params['decoder.logvar'][0]):.2f} "
       f"(pPCA: {sigma2:.2f})")
 
 eval_rng = np.random.default_rng([SEED, 3])
@@ -706,7 +707,7 @@ course.show(fig)
 #   eigenvalues, and the likelihood does not care about rotations at all. There the true gradient is
 #   smaller than the noise of a single-sample minibatch gradient.
 # - So a constant learning rate leaves the weights jittering, nats below the maximum. A decaying
-#   learning rate (or larger batches) averages the noise away; `compare.train_linear_vae` keeps
+#   learning rate (or larger batches) averages the noise away; `linear_vae.train_linear_vae` keeps
 #   `1e-2` for half of training, then decays it exponentially.
 # - A nonlinear decoder reaches a better likelihood, but its `log p(x)` and its gap are no longer
 #   computable: report the ELBO next to the importance-weighted estimate with `K = 512`, and read

@@ -35,8 +35,9 @@ from scipy.special import logsumexp
 
 import minivae
 from minivae import course, plots
-from minivae.distributions import diagonal_gaussian_log_prob
-from minivae.ppca import PPCA, linear_vae_exact, linear_vae_from_ppca
+from minivae.ops import diagonal_gaussian_log_prob
+from minivae.linear_vae import linear_vae_exact, linear_vae_from_ppca
+from minivae.ppca import PPCA
 
 TUTORIAL = "06_estimating_the_marginal_likelihood"
 rng = np.random.default_rng(6)
@@ -102,7 +103,7 @@ def prior_sampling_log_likelihood(model, x, n_samples, rng):
     -------
     (N,) array, nats
     """
-    z = model.prior.sample(n_samples, model.latent_dim, rng, model.dtype)   # (K, latent_dim)
+    z = model.prior.sample(n_samples, model.latent_dim, model.params, rng, model.dtype)   # (K, latent_dim)
     out, _ = model.decoder.forward(model.params, z)                         # (K, decoder outputs)
     estimates = np.empty(x.shape[0])
     for n, x_n in enumerate(x):
@@ -352,17 +353,17 @@ def log_importance_weights(model, x_one, n_samples, rng, proposal="encoder"):
     """
     x_one = np.asarray(x_one, dtype=model.dtype)[None, :]
     if proposal == "prior":
-        z = model.prior.sample(n_samples, model.latent_dim, rng, model.dtype)
-        log_q = model.prior.log_prob(z)
+        z = model.prior.sample(n_samples, model.latent_dim, model.params, rng, model.dtype)
+        log_q = model.prior.log_prob(z)[0]
     else:
         mu, logvar = model.encode(x_one)                                   # (1, latent_dim) each
         eps = rng.standard_normal((n_samples, model.latent_dim)).astype(model.dtype)
         z = mu + np.exp(0.5 * logvar) * eps                                # (K, latent_dim)
-        log_q = diagonal_gaussian_log_prob(z, mu, logvar)
+        log_q = diagonal_gaussian_log_prob(z, mu, logvar)[0]
     out, _ = model.decoder.forward(model.params, z)
     log_px_given_z = model.likelihood.log_prob(np.broadcast_to(x_one, (n_samples, x_one.shape[1])),
                                                out, model.params)
-    return log_px_given_z + model.prior.log_prob(z) - log_q
+    return log_px_given_z + model.prior.log_prob(z)[0] - log_q
 
 
 def effective_sample_size(log_w):
@@ -432,7 +433,7 @@ x_eval = x_test[:N_IMAGES]
 
 digits_model, history, trained = course.reference_model()   # tutorial 4's model, from the cache
 print(f"{digits_model}\n{'trained' if trained else 'read back'}: {history.epochs} epochs, kept epoch "
-      f"{history.best_epoch + 1}, validation -ELBO {history.best_val_loss:.2f} nats")
+      f"{history.best_epoch}, validation -ELBO {history.best_val_loss:.2f} nats")
 
 # %% [markdown]
 # There is no exact `log p(x)` now, so we look at the estimates themselves, against `K`, averaged

@@ -36,7 +36,7 @@ from scipy.special import logsumexp
 
 import minivae
 from minivae import course, plots
-from minivae.distributions import diagonal_gaussian_log_prob
+from minivae.ops import diagonal_gaussian_log_prob
 from minivae.reference import REFERENCE
 
 TUTORIAL = "07_when_vaes_go_wrong"
@@ -418,7 +418,7 @@ def log_aggregate_posterior(z, mu, logvar, chunk=2000):
     result = np.empty(z.shape[0])
     for start in range(0, z.shape[0], chunk):
         z_chunk = z[start:start + chunk, None, :]                            # (m, 1, latent_dim)
-        log_components = diagonal_gaussian_log_prob(z_chunk, mu[None], logvar[None])  # (m, N)
+        log_components = diagonal_gaussian_log_prob(z_chunk, mu[None], logvar[None])[0]  # (m, N)
         result[start:start + chunk] = logsumexp(log_components, axis=1) - np.log(mu.shape[0])
     return result
 
@@ -442,13 +442,13 @@ holes = {}
 for beta, model in models_2d.items():
     mu_train, logvar_train = (a.astype(np.float64) for a in model.encode(x_train))
     log_q_grid = log_aggregate_posterior(z_grid, mu_train, logvar_train).reshape(z1.shape)
-    log_p_grid = model.prior.log_prob(z_grid).reshape(z1.shape)
+    log_p_grid = model.prior.log_prob(z_grid)[0].reshape(z1.shape)
     log10_ratio_prior = (log_aggregate_posterior(z_prior, mu_train, logvar_train)
-                         - model.prior.log_prob(z_prior)) / np.log(10)
+                         - model.prior.log_prob(z_prior)[0]) / np.log(10)
     pick = rng.integers(0, x_train.shape[0], n_draws)            # z ~ q(z): an image, then q(z|x)
     z_aggregate = mu_train[pick] + np.exp(0.5 * logvar_train[pick]) * rng.standard_normal((n_draws, 2))
     kl_aggregate = float(np.mean(log_aggregate_posterior(z_aggregate, mu_train, logvar_train)
-                                 - model.prior.log_prob(z_aggregate)))
+                                 - model.prior.log_prob(z_aggregate)[0]))
     mean_rate = float(np.mean(model.kl(x_train)))
     holes[beta] = dict(log_q_grid=log_q_grid, log10_ratio_grid=(log_q_grid - log_p_grid) / np.log(10),
                        log10_ratio_prior=log10_ratio_prior, kl_aggregate=kl_aggregate,

@@ -6,7 +6,7 @@
 # that backend. Nearly all the arithmetic of a training step is in matrix products, so most of it
 # is about one question: why is a matrix product written as three loops so slow, and what does it
 # take to make it fast? We write the textbook loop ourselves, reorder it, compare it with minivae's
-# blocked kernel and with the BLAS library NumPy calls, check a kernel against its NumPy twin, and
+# blocked kernel and with the BLAS library NumPy calls, check a kernel against its NumPy reference, and
 # end with a whole training step on both backends, measured live on this machine.
 #
 # **What you will learn**
@@ -15,7 +15,7 @@
 #   order, cache lines, SIMD instructions, blocking and register tiles;
 # - how fast the textbook loop, a reordered loop, minivae's kernel and BLAS are, in GFLOP/s, on
 #   square matrices and on the model's own shapes;
-# - how to check a kernel against its NumPy twin, and why a float32 tolerance must grow with the
+# - how to check a kernel against its NumPy reference, and why a float32 tolerance must grow with the
 #   length of the sums;
 # - what fusing passes buys (a dense layer, the categorical likelihood, the optimizer step), and
 #   where the time of a whole training step goes.
@@ -33,7 +33,7 @@
 #
 # ## One thread against one thread
 #
-# minivae's matrix products run on one thread (unless `kernels.GEMM_THREADS` says otherwise).
+# minivae's matrix products run on one thread (unless `kernels.gemm.GEMM_THREADS` says otherwise).
 # The BLAS library behind NumPy's `@` may split a product over every core, and it fixes its
 # number of threads once, when it is loaded, from environment variables. To compare like with
 # like, this tutorial limits BLAS to one thread before NumPy is imported; the figure of square
@@ -61,14 +61,14 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
 import minivae
-from minivae import course, kernels, plots
+from minivae import course, kernels, ops, plots
 
 TUTORIAL = "08_inside_the_kernels"
 rng = np.random.default_rng(8)
 DTYPE = np.float32  # the model's dtype: every product below is in float32 unless it says otherwise
 
 blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-gemm_threads = getattr(kernels, "GEMM_THREADS", 1) or numba.get_num_threads()
+gemm_threads = kernels.gemm.GEMM_THREADS or numba.get_num_threads()
 print(f"cores: {os.cpu_count()}; NumPy's BLAS: {blas['name']} {blas.get('version', '')}, "
       f"OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}")
 print(f"threads of minivae's matrix products: {gemm_threads}")
@@ -225,7 +225,7 @@ for f in (matmul_ijk, matmul_ikj):
 #   vector loads feeding a dozen or more vector multiply-adds. Around the tile, *blocking* cuts
 #   the sum over k and the rows of A into blocks sized so that the panels being reused stay in
 #   the L1 and L2 caches; BLAS also *packs* (copies) each panel into a contiguous buffer first.
-#   The comment at the top of `minivae/kernels.py` gives the tile's shape and the block sizes of
+#   The comment at the top of `minivae/kernels/gemm.py` gives the tile's shape and the block sizes of
 #   minivae's kernel, and why each was chosen.
 
 # %%
@@ -449,12 +449,12 @@ for impl in implementations:
 course.show(fig)
 
 # %% [markdown]
-# ## Checking a kernel against its NumPy twin
+# ## Checking a kernel against its reference
 #
 # A fast kernel is worth nothing if it is wrong, and a kernel is easy to get subtly wrong (an edge
-# tile, a block boundary, an index off by one). Every kernel in `minivae/kernels.py` has a plain
-# NumPy twin, the same name with `_numpy` (`kernels.matmul_numpy` is `x @ W`), and
-# `tests/test_kernels.py` compares the two. But compare *how*? In float32 the two will not agree
+# tile, a block boundary, an index off by one). Every kernel in `minivae/kernels/` has a reference:
+# the leaf operation of the same name in `minivae/ops.py` (for the products, NumPy's own `x @ W`),
+# and `tests/test_kernels.py` compares the two. But compare *how*? In float32 the two will not agree
 # exactly: both round after every addition, and they add in different orders (SIMD lanes, blocks
 # of k, fused multiply-adds that round once instead of twice).
 #
@@ -541,7 +541,7 @@ course.show(fig)
 k = k_values[-1]
 A = rng.standard_normal((64, k)).astype(DTYPE)
 B = rng.standard_normal((k, 64)).astype(DTYPE)
-C_kernel, C_twin = kernels.matmul(A, B), kernels.matmul_numpy(A, B)
+C_kernel, C_twin = kernels.matmul(A, B), A @ B
 try:
     np.testing.assert_allclose(C_kernel, C_twin, rtol=1e-5)
     print("a fixed rtol=1e-5 passed this time (no entry of C happened to be near zero)")
@@ -568,12 +568,12 @@ print(f"scaled check passes: largest |kernel - twin| / (|A||B|) = "
 
 # %%
 u64 = np.finfo(np.float64).eps / 2
-checks = {  # name -> (kernel, twin, operand shapes given (M, K, N), scale of the result)
-    "matmul": (kernels.matmul, kernels.matmul_numpy,
+checks = {  # name -> (kernel, reference, operand shapes given (M, K, N), scale of the result)
+    "matmul": (kernels.matmul, lambda a, b: a @ b,
                lambda M, K, N: [(M, K), (K, N)], lambda a, b: np.abs(a) @ np.abs(b)),
-    "matmul_nt": (kernels.matmul_nt, kernels.matmul_nt_numpy,
+    "matmul_nt": (kernels.matmul_nt, lambda g, W: g @ W.T,
                   lambda M, K, N: [(M, N), (K, N)], lambda g, W: np.abs(g) @ np.abs(W).T),
-    "matmul_tn": (kernels.matmul_tn, kernels.matmul_tn_numpy,
+    "matmul_tn": (kernels.matmul_tn, lambda x, g: x.T @ g,
                   lambda M, K, N: [(M, K), (M, N)], lambda x, g: np.abs(x).T @ np.abs(g)),
 }
 awkward_shapes = [(1, 1, 1), (7, 5, 3), (65, 7, 130), (9, 300, 6), (64, 256, 1088)]
@@ -591,7 +591,7 @@ print(f"float64: 3 products x {len(awkward_shapes)} shapes pass; the worst error
 # %% [markdown]
 # ## Fusion: fewer passes over memory
 #
-# The other kernels in `minivae/kernels.py` are not about products: they *fuse* passes. NumPy
+# The other kernels in `minivae/kernels/` are not about products: they *fuse* passes. NumPy
 # evaluates `np.where(v > 0, v, 0.01 * v)` after `v = x @ W + b` as separate whole-array
 # operations, each one reading its inputs from memory and writing a fresh temporary: `+ b`,
 # `v > 0`, `0.01 * v`, `where`. A fused kernel reads each number once and does all of it while
@@ -601,16 +601,20 @@ print(f"float64: 3 products x {len(awkward_shapes)} shapes pass; the worst error
 # - `kernels.dense_forward` is `act(x @ W + b)`: the product, then one pass for bias and
 #   activation; `dense_backward` computes `g = dL/da · act'` and the bias gradient `Σ_n g` in one
 #   pass, then the two products.
-# - `kernels.categorical_loglik_and_grad` is the decoder's likelihood: for each of the 64 × 64
+# - `kernels.categorical_log_prob` is the decoder's likelihood: for each of the 64 × 64
 #   pixels of a batch a log-softmax over 17 values, the log-probability of the observed value and
-#   the gradient `w (onehot − softmax)`. Its twin makes about ten passes over the 64 × 1088 logits
-#   and builds a boolean one-hot array; the kernel makes one pass per image, inside the L1 cache.
-# - `kernels.reparameterize_kl` and its backward are one loop each over the 64 × 16 latent code,
-#   where NumPy makes a dozen small operations; `kernels.adamax_update` reads each parameter, its
-#   gradient and its two moments once and writes three of them once, where NumPy makes about
-#   eight passes (and temporaries) over arrays of the size of the whole model.
+#   the gradient `onehot − softmax`. Its reference in `minivae.ops` makes about ten passes over the
+#   64 × 1088 logits; the kernel makes one pass per image, inside the L1 cache. (The backward then
+#   scales that gradient by `dL/dlog p` of each row, one pass, the same code on both backends.)
+# - `kernels.adamax_update` reads each parameter, its gradient and its two moments once and writes
+#   three of them once, where NumPy makes about eight passes (and temporaries) over arrays of the
+#   size of the whole model.
 #
-# The figure times each kernel against its twin on the reference model's shapes (log scale, the
+# The latent code (64 × 16 numbers: the sample, the KL and their backward) has no kernel: at that
+# size the fixed cost of a call is most of the time, and both backends run the NumPy code of
+# `minivae.ops`.
+#
+# The figure times each kernel against its reference on the reference model's shapes (log scale, the
 # speed-up written beside each pair). Expect the categorical likelihood and the optimizer step to
 # gain a lot: they are all elementwise work. A dense layer's time is mostly its product, so its
 # speed-up is mostly the gap between the two products of the previous figure; the printed lines
@@ -621,20 +625,18 @@ print(f"float64: 3 products x {len(awkward_shapes)} shapes pass; the worst error
 # %%
 def dense_layer(n_in, n_out, activation):
     """Forward and backward of one layer of the reference model, each a function of the
-    implementation to call (the kernel or its twin)."""
+    implementation to call (the kernel or its reference in minivae.ops)."""
     x = rng.standard_normal((BATCH, n_in)).astype(DTYPE)
     W = (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(DTYPE)
     b = rng.standard_normal(n_out).astype(DTYPE)
-    a, _ = kernels.dense_forward_numpy(x, W, b, activation)
+    _, cache = ops.dense_forward(x, W, b, activation)
     da = rng.standard_normal((BATCH, n_out)).astype(DTYPE)
     return (lambda dense_forward: dense_forward(x, W, b, activation),
-            lambda dense_backward: dense_backward(da, x, a, W, activation))
+            lambda dense_backward: dense_backward(da, cache, activation))
 
 
 hidden_forward, hidden_backward = dense_layer(256, 256, "leaky_relu")
 output_forward, output_backward = dense_layer(256, 1088, "identity")
-mu, logvar, eps, dz = (rng.standard_normal((BATCH, 16)).astype(DTYPE) for _ in range(4))
-dkl = np.full(BATCH, 1 / BATCH, DTYPE)  # dloss/dKL of each example
 x_digits, _ = minivae.datasets.load_digits("train")
 x_int = x_digits[:BATCH].astype(np.int64)
 logits = rng.standard_normal((BATCH, 64 * 17)).astype(DTYPE)
@@ -643,40 +645,31 @@ adamax_arrays = [(p.copy(), 1e-3 * np.ones_like(p), np.zeros_like(p), np.zeros_l
                  for p in model.params.values()]  # p, g, m, u of every parameter
 
 
-def reparameterize(forward, backward):
-    forward(mu, logvar, eps)
-    backward(dz, mu, logvar, eps, dkl)
-
-
 def adamax_all(update):
     for p, g, m, u_state in adamax_arrays:
         update(p, g, m, u_state, lr=2e-3, t=1)
 
 
 K = kernels
-fused = {  # label -> (NumPy twin, numba kernel), functions of no arguments
+fused = {  # label -> (NumPy reference of minivae.ops, numba kernel), functions of no arguments
     "dense forward 256 → 256, leaky ReLU": (
-        lambda: hidden_forward(K.dense_forward_numpy), lambda: hidden_forward(K.dense_forward)),
+        lambda: hidden_forward(ops.dense_forward), lambda: hidden_forward(K.dense_forward)),
     "dense backward 256 → 256, leaky ReLU": (
-        lambda: hidden_backward(K.dense_backward_numpy), lambda: hidden_backward(K.dense_backward)),
+        lambda: hidden_backward(ops.dense_backward), lambda: hidden_backward(K.dense_backward)),
     "dense forward 256 → 1088 (decoder output)": (
-        lambda: output_forward(K.dense_forward_numpy), lambda: output_forward(K.dense_forward)),
+        lambda: output_forward(ops.dense_forward), lambda: output_forward(K.dense_forward)),
     "dense backward 256 → 1088 (decoder output)": (
-        lambda: output_backward(K.dense_backward_numpy), lambda: output_backward(K.dense_backward)),
+        lambda: output_backward(ops.dense_backward), lambda: output_backward(K.dense_backward)),
     "categorical log p(x|z) and its gradient": (
-        lambda: K.categorical_loglik_and_grad_numpy(logits, x_int, weight),
-        lambda: K.categorical_loglik_and_grad(logits, x_int, weight)),
-    "reparameterize + KL, forward and backward": (
-        lambda: reparameterize(K.reparameterize_kl_numpy, K.reparameterize_kl_backward_numpy),
-        lambda: reparameterize(K.reparameterize_kl, K.reparameterize_kl_backward)),
+        lambda: ops.categorical_log_prob(logits, x_int), lambda: K.categorical_log_prob(logits, x_int)),
     f"Adamax step, all {len(adamax_arrays)} parameter arrays": (
-        lambda: adamax_all(K.adamax_update_numpy), lambda: adamax_all(K.adamax_update)),
+        lambda: adamax_all(ops.adamax_update), lambda: adamax_all(K.adamax_update)),
 }
 fused_seconds = {}
 for label, (twin, kernel) in fused.items():
     times = best_times({"twin": twin, "kernel": kernel})
     fused_seconds[label] = (times["twin"], times["kernel"])
-    print(f"{label:44s} NumPy twin {times['twin'] * 1e6:7.1f} µs, kernel {times['kernel'] * 1e6:7.1f} µs")
+    print(f"{label:44s} NumPy reference {times['twin'] * 1e6:7.1f} µs, kernel {times['kernel'] * 1e6:7.1f} µs")
 
 # A dense layer is a product plus elementwise work: subtract each implementation's product, timed
 # alone in the previous section, to see the elementwise part (a difference of two noisy timings:
@@ -693,7 +686,7 @@ labels = list(fused_seconds)
 fig = Figure(figsize=(8.0, 4.4), layout="constrained")
 ax = fig.add_subplot()
 positions = np.arange(len(labels))
-for offset, column, name, color in ((-0.2, 0, "NumPy twin", "C0"), (0.2, 1, "numba kernel", "C1")):
+for offset, column, name, color in ((-0.2, 0, "NumPy reference", "C0"), (0.2, 1, "numba kernel", "C1")):
     ax.barh(positions + offset, [fused_seconds[label][column] * 1e6 for label in labels],
             height=0.4, color=color, alpha=0.85, label=name)
 for position, label in zip(positions, labels):
@@ -705,8 +698,8 @@ ax.set_yticks(positions, labels)
 ax.invert_yaxis()
 ax.set_xscale("log")
 ax.set_xlim(right=ax.get_xlim()[1] * 2.5)  # room for the speed-ups
-ax.set_xlabel("time per call, µs (log scale);  × n: the kernel is n times as fast as its twin")
-ax.set_title(f"Fused kernels against their NumPy twins (batch {BATCH}, float32)")
+ax.set_xlabel("time per call, µs (log scale);  × n: the kernel is n times as fast as its reference")
+ax.set_title(f"Fused kernels against their NumPy references (batch {BATCH}, float32)")
 ax.grid(True, axis="x", alpha=0.3)
 ax.set_axisbelow(True)
 fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2)
@@ -739,13 +732,12 @@ course.claim(abs(loss_numpy - loss_numba) < 1e-5 * abs(loss_numpy) and worst_gra
 # %% [markdown]
 # How much arithmetic is in a step? Nearly all of it is in the products: each layer's three
 # products cost `2 · 64 · in · out` FLOPs each, except that the encoder's first layer needs no
-# gradient with respect to the data (the numba backend skips that product; the NumPy reference
-# computes it anyway). That is about 166 million FLOPs. Everything else (activations, biases,
+# gradient with respect to the data (both backends skip that product). That is about 166 million FLOPs. Everything else (activations, biases,
 # the softmax over 64 × 1088 logits, the KL, the optimizer's update of about 440 000 parameters)
 # is elementwise work, a few million operations: a few percent of the arithmetic.
 #
 # FLOPs are not time, though. The figure splits each backend's step into its products (the
-# eighteen measured above, seventeen for numba), the likelihood (log-softmax and its gradient),
+# eighteen measured above less the one both backends skip), the likelihood (log-softmax and its gradient),
 # the optimizer step, each timed on its own, and the rest (activations, biases, the KL, and the
 # Python that calls them all). Expect the products to be the largest single part, but well short
 # of "nearly all": elementwise work does little arithmetic per number it reads and writes, so its
@@ -758,11 +750,11 @@ def training_step(step_model, optimizer):
     optimizer.step(step_model.params, grads)
 
 
-likelihood = steps["numpy"][0].likelihood  # minivae.distributions' categorical, the NumPy reference
+likelihood = steps["numpy"][0].likelihood  # minivae.likelihoods' categorical
 
 
-def likelihood_numpy():
-    log_px, cache = likelihood.forward(batch, logits, {})
+def likelihood_on(backend):
+    log_px, cache = likelihood.forward(batch, logits, {}, backend)
     likelihood.backward(weight, cache, {})
 
 
@@ -772,8 +764,8 @@ optimizers = {backend: minivae.Adamax(lr=2e-3, backend=backend) for backend in s
 parts = {
     ("numpy", "step"): lambda: training_step(*steps["numpy"]),
     ("numba", "step"): lambda: training_step(*steps["numba"]),
-    ("numpy", "likelihood"): likelihood_numpy,
-    ("numba", "likelihood"): lambda: kernels.categorical_loglik_and_grad(logits, x_int, weight),
+    ("numpy", "likelihood"): lambda: likelihood_on("numpy"),
+    ("numba", "likelihood"): lambda: likelihood_on("numba"),
     ("numpy", "optimizer"): lambda: optimizers["numpy"].step(optimizer_params["numpy"], grads_numpy),
     ("numba", "optimizer"): lambda: optimizers["numba"].step(optimizer_params["numba"], grads_numba),
 }
@@ -783,8 +775,7 @@ step_flops = 3 * flops.sum() - 2 * BATCH * layers[0][1] * layers[0][2]  # no dx 
 breakdown = {}  # backend -> {part: seconds}
 for backend, impl in zip(("numpy", "numba"), implementations):
     in_products = sum(sum(product_seconds[product, impl]) for product in products)
-    if backend == "numba":  # the numba backend skips the first layer's g @ Wᵀ
-        in_products -= product_seconds["input  g @ Wᵀ", impl][0]
+    in_products -= product_seconds["input  g @ Wᵀ", impl][0]  # both backends skip the first layer's g @ Wᵀ
     step = part_seconds[backend, "step"]
     breakdown[backend] = {"matrix products": in_products,
                           "likelihood (softmax)": part_seconds[backend, "likelihood"],
@@ -847,7 +838,7 @@ course.show(fig)
 # - Compare like with like: one thread against one thread, best of several runs taken
 #   round-robin with `time.perf_counter`, after a first call. numba compiles on the first call
 #   with new argument types; `cache=True` keeps the machine code on disk for the next process.
-# - Check a kernel against its plain NumPy twin. In float32, divide the difference by `|A| |B|`
+# - Check a kernel against its plain NumPy reference. In float32, divide the difference by `|A| |B|`
 #   and let the tolerance grow with the length `k` of the sums (`γ_k ≈ k u`): a fixed relative
 #   tolerance fails on entries near zero. Hunt for bugs in float64, on awkward shapes that cross
 #   every edge and block boundary.

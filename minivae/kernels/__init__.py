@@ -1,0 +1,42 @@
+"""Compiled CPU kernels (numba) for the hot leaf operations of an MLP VAE.
+
+This package is optional: ``import minivae`` never imports it, because importing numba takes time and
+the library must stay usable with NumPy alone. :func:`minivae.backend.leaf_ops` imports it on first
+use under the "numba" backend.
+
+Every kernel that is a leaf operation has the name, the arguments, the result and the cache of its
+reference in :mod:`minivae.ops`, which is the thing to read first (and what the tests compare each
+kernel with): the kernel computes the same numbers, only in fewer passes over memory.
+
+What is here
+------------
+* :mod:`~minivae.kernels.gemm`: the products a linear layer needs, from one blocked,
+  register-tiled routine written with explicit SIMD vectors: :func:`matmul` (``x @ W``),
+  :func:`matmul_nt` (``g @ W.T``), :func:`matmul_tn` (``x.T @ g``); the reference is NumPy's ``@``.
+* :mod:`~minivae.kernels.dense`: ``dense_forward`` / ``dense_backward``, a = f(x @ W + b) with the
+  bias and the activation fused into one pass over the product.
+* :mod:`~minivae.kernels.categorical`: ``categorical_log_prob``, the log-softmax likelihood of
+  integer data and its gradient in one pass.
+* :mod:`~minivae.kernels.updates`: ``sgd_update``, ``adam_update``, ``adamax_update``,
+  ``ema_update``, in place, one pass over each parameter.
+* :mod:`~minivae.kernels.exp`: a vectorisable exp the elementwise kernels share.
+
+Compilation is lazy: the first call with a new dtype compiles (seconds), and ``cache=True`` keeps
+the machine code on disk for the next process. Every kernel accepts float32 and float64; all
+arrays of one call share a dtype. Everything runs on one thread unless ``gemm.GEMM_THREADS`` says
+otherwise (see there).
+"""
+
+from . import gemm
+from .categorical import categorical_log_prob
+from .dense import ACTIVATION_CODES, dense_backward, dense_forward
+from .exp import exp
+from .gemm import matmul, matmul_nt, matmul_tn
+from .updates import adam_update, adamax_update, ema_update, sgd_update
+
+# The leaf operations of minivae.ops that have a kernel here: minivae.backend.leaf_ops runs these
+# under the "numba" backend, and minivae.ops's own function for every other operation.
+LEAF_OPS = ("dense_forward", "dense_backward", "categorical_log_prob", "sgd_update", "adam_update",
+            "adamax_update", "ema_update")
+
+__all__ = ["LEAF_OPS", "ACTIVATION_CODES", "gemm", "matmul", "matmul_nt", "matmul_tn", "exp", *LEAF_OPS]

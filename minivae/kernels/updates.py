@@ -1,0 +1,172 @@
+"""Optimizer steps and the weight average, in place, one pass over each parameter (PyTorch's conventions).
+
+The compiled :func:`minivae.ops.sgd_update`, :func:`~minivae.ops.adam_update`,
+:func:`~minivae.ops.adamax_update` and :func:`~minivae.ops.ema_update`, with the same arguments.
+"""
+
+import numpy as np
+from numba import njit
+
+from .exp import ELEMENTWISE
+from .gemm import check_float_array
+
+# The kernels work on flat views of the arrays. Each element is read and written once: NumPy needs
+# five to eight passes (and temporaries) for the same update. Scalars are converted to the dtype of
+# the parameter so that float32 parameters are updated in float32, as NumPy and PyTorch do.
+
+@njit(**ELEMENTWISE)
+def _sgd_kernel(p, g, velocity, lr, momentum, use_momentum):
+    lr = p.dtype.type(lr)
+    momentum = p.dtype.type(momentum)
+    if use_momentum:
+        for i in range(p.size):
+            v = momentum * velocity[i] + g[i]
+            velocity[i] = v
+            p[i] -= lr * v
+    else:
+        for i in range(p.size):
+            p[i] -= lr * g[i]
+
+
+@njit(**ELEMENTWISE)
+def _adam_kernel(p, g, m, v, step_size, beta1, beta2, eps, sqrt_bias_correction2):
+    dt = p.dtype.type
+    step_size, beta1, beta2 = dt(step_size), dt(beta1), dt(beta2)
+    eps, c2 = dt(eps), dt(sqrt_bias_correction2)
+    one = dt(1.0)
+    for i in range(p.size):
+        gi = g[i]
+        mi = beta1 * m[i] + (one - beta1) * gi
+        vi = beta2 * v[i] + (one - beta2) * gi * gi
+        m[i] = mi
+        v[i] = vi
+        p[i] -= step_size * mi / (np.sqrt(vi) / c2 + eps)
+
+
+@njit(**ELEMENTWISE)
+def _adamax_kernel(p, g, m, u, step_size, beta1, beta2, eps):
+    dt = p.dtype.type
+    step_size, beta1, beta2, eps = dt(step_size), dt(beta1), dt(beta2), dt(eps)
+    one = dt(1.0)
+    for i in range(p.size):
+        gi = g[i]
+        mi = beta1 * m[i] + (one - beta1) * gi
+        ui = max(beta2 * u[i], abs(gi) + eps)
+        m[i] = mi
+        u[i] = ui
+        p[i] -= step_size * mi / ui
+
+
+def _flat_state(p, g, states):
+    """Flat views of p and the optimizer states (which must be C-contiguous to be updated in place)
+    and a flat, contiguous g."""
+    check_float_array("p", p, p.ndim)
+    if not p.flags.c_contiguous:
+        raise ValueError("p must be C-contiguous: the update is written into it in place")
+    g = np.asarray(g)
+    if g.shape != p.shape:
+        raise ValueError(f"g must have the shape of p {p.shape}; got {g.shape}")
+    flats = []
+    for name, s in states:
+        if not isinstance(s, np.ndarray) or s.shape != p.shape or s.dtype != p.dtype \
+                or not s.flags.c_contiguous:
+            got = (s.dtype, s.shape) if isinstance(s, np.ndarray) else type(s).__name__
+            raise ValueError(f"{name} must be a C-contiguous {p.dtype} array of shape {p.shape}; "
+                             f"got {got}")
+        flats.append(s.reshape(-1))
+    return p.reshape(-1), np.ascontiguousarray(g, dtype=p.dtype).reshape(-1), flats
+
+
+def sgd_update(p, g, velocity=None, lr=1e-2, momentum=0.0):
+    """SGD with momentum, in place (PyTorch's convention): v = momentum v + g;  p -= lr v.
+
+    Parameters
+    ----------
+    p : array of any shape, float32 or float64, C-contiguous; updated in place
+    g : array of the shape of p, dL/dp
+    velocity : array like p, the momentum buffer (zeros at the start), updated in place; may be None
+        when momentum == 0
+    lr, momentum : float
+    """
+    use_momentum = momentum != 0
+    if use_momentum and velocity is None:
+        raise ValueError("momentum != 0 needs velocity= (a zero-initialised array like p)")
+    p_flat, g_flat, states = _flat_state(p, g, [("velocity", velocity)] if use_momentum else [])
+    v_flat = states[0] if use_momentum else p_flat
+    _sgd_kernel(p_flat, g_flat, v_flat, float(lr), float(momentum), use_momentum)
+
+
+
+def adam_update(p, g, m, v, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, t=1):
+    """One Adam step in place, PyTorch's semantics.
+
+    m = β1 m + (1 - β1) g;  v = β2 v + (1 - β2) g²;  p -= lr m̂ / (√v̂ + eps) with bias-corrected
+    m̂ = m / (1 - β1ᵗ) and v̂ = v / (1 - β2ᵗ), evaluated as PyTorch does:
+    p -= (lr / (1 - β1ᵗ)) m / (√v / √(1 - β2ᵗ) + eps).
+
+    Parameters
+    ----------
+    p : array of any shape, float32 or float64, C-contiguous; updated in place
+    g : array of the shape of p
+    m, v : arrays like p, first and second moments (zeros at the start), updated in place
+    lr, beta1, beta2, eps : float
+    t : int >= 1, the number of this step
+    """
+    if t < 1:
+        raise ValueError(f"t must count steps from 1; got {t}")
+    p_flat, g_flat, (m_flat, v_flat) = _flat_state(p, g, [("m", m), ("v", v)])
+    step_size = lr / (1 - beta1 ** t)
+    _adam_kernel(p_flat, g_flat, m_flat, v_flat, float(step_size), float(beta1), float(beta2),
+                 float(eps), float(np.sqrt(1 - beta2 ** t)))
+
+
+
+def adamax_update(p, g, m, u, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8, t=1):
+    """One Adamax step in place, PyTorch's semantics.
+
+    m = β1 m + (1 - β1) g;  u = max(β2 u, |g| + eps);  p -= lr / (1 - β1ᵗ) · m / u.
+
+    Parameters
+    ----------
+    p : array of any shape, float32 or float64, C-contiguous; updated in place
+    g : array of the shape of p
+    m, u : arrays like p, first moment and infinity norm (zeros at the start), updated in place
+    lr, beta1, beta2, eps : float
+    t : int >= 1, the number of this step
+    """
+    if t < 1:
+        raise ValueError(f"t must count steps from 1; got {t}")
+    p_flat, g_flat, (m_flat, u_flat) = _flat_state(p, g, [("m", m), ("u", u)])
+    _adamax_kernel(p_flat, g_flat, m_flat, u_flat, float(lr / (1 - beta1 ** t)), float(beta1),
+                   float(beta2), float(eps))
+
+
+
+@njit(**ELEMENTWISE)
+def _ema_kernel(average, p, decay):
+    decay = p.dtype.type(decay)
+    keep = p.dtype.type(1.0) - decay
+    for i in range(p.size):
+        average[i] = decay * average[i] + keep * p[i]
+
+
+def ema_update(average, p, decay):
+    """Exponential moving average of a parameter, in place: average = decay average + (1 - decay) p.
+
+    One pass (NumPy's ``average *= decay; average += (1 - decay) * p`` makes three and a temporary).
+
+    Parameters
+    ----------
+    average : array of any shape, float32 or float64, C-contiguous; updated in place
+    p : array of the shape of average, the current parameter
+    decay : float in [0, 1]
+    """
+    check_float_array("average", average, average.ndim)
+    if not average.flags.c_contiguous:
+        raise ValueError("average must be C-contiguous: it is updated in place")
+    p = np.asarray(p)
+    if p.shape != average.shape:
+        raise ValueError(f"p must have the shape of average {average.shape}; got {p.shape}")
+    if not 0 <= decay <= 1:
+        raise ValueError(f"decay must be in [0, 1]; got {decay!r}")
+    _ema_kernel(average.reshape(-1), np.ascontiguousarray(p, dtype=average.dtype).reshape(-1), float(decay))
