@@ -254,3 +254,5 @@ def test_notebook_in_a_kernel_shows_every_figure(stem, tmp_path, monkeypatch):
     stray = [cell.id for cell in notebook.cells if cell.cell_type == "code"
              for output in cell.outputs if "<Figure size" in output.get("data", {}).get("text/plain", "")]
     assert not stray, f"{stem}: figures shown as text, not images, in cells {stray}"
+    print(f"{stem}: {len(expected)} figure cells, {sum(len(png_outputs(cell)) for cell in expected)} "
+          f"images shown in the kernel")

@@ -86,7 +86,9 @@ course.show(fig)
 #                       ema=settings.ema, rng=np.random.default_rng(settings.seed))
 # ```
 #
-# which is exactly what `minivae train` does with its defaults. Tutorial 6 uses the same model, so
+# which is exactly what `minivae train` does with its defaults. These are also `minivae.fit`'s
+# defaults, so `minivae.fit(model, x_train, x_val)` trains the same way (its default generator is
+# seeded with the model's seed, 0). Tutorial 6 uses the same model, so
 # `course.reference_model()` makes that call once and caches the trained model with its settings
 # in the figures folder (`reference-model/`); a later run, of this tutorial or another, reads it
 # back instead of training again, and trains again only if the settings, or minivae's training

@@ -23,9 +23,9 @@
 # **Prerequisites.** Tutorial 3 (the ELBO as reconstruction minus rate) and tutorial 4 (the
 # reference model and how it is trained); tutorial 6 for the link between the rate and sampling.
 #
-# **Run time.** Two to three minutes in full (160 s measured on a two-core machine shared with
-# other jobs, load average 3; less on an idle one): ten models, each trained for a fixed, small
-# number of epochs (see below). `MINIVAE_SIZE=lab` trains them for a third of the epochs, in about
+# **Run time.** One to three minutes in full (44 s to 160 s measured on a two-core machine shared
+# with other jobs, load average about 3; less on an idle one): eleven models, each trained for a
+# fixed, small number of epochs (see below). `MINIVAE_SIZE=lab` trains them for a third of the epochs, in about
 # a minute, and its numbers differ from the ones quoted here; about 5 seconds with
 # `MINIVAE_QUICK=1`, whose small, barely trained models make figures without meaning.
 
@@ -128,8 +128,8 @@ for beta, model in beta_models.items():
           f" nats; active units {summary[beta]['active']:2d} of {LATENT_DIM}")
 if course.full():  # the claims name β values of the full run
     per_dim = {beta: summary[beta]["per_dimension"] for beta in BETAS}
-    course.claim(per_dim[0.25].min() >= 0.5,
-                 f"with β = 1/4 every dimension carries half a nat or more (least {per_dim[0.25].min():.2f})")
+    course.claim(per_dim[0.25].min() >= 0.3,
+                 f"with β = 1/4 every dimension carries a third of a nat or more (least {per_dim[0.25].min():.2f})")
     course.claim(LATENT_DIM / 3 <= np.sum(per_dim[1.0] < 0.1) <= 2 * LATENT_DIM / 3,
                  f"at β = 1 about half the dimensions carry less than a tenth of a nat "
                  f"({np.sum(per_dim[1.0] < 0.1)} of {LATENT_DIM})")
@@ -147,7 +147,7 @@ if course.full():  # the claims name β values of the full run
 # (the dimensions are exchangeable, so their order means nothing), with the number of active units
 # on the right.
 #
-# - With β = 1/4 every dimension carries half a nat or more. As β grows, dimensions switch off one
+# - With β = 1/4 every dimension carries a third of a nat or more. As β grows, dimensions switch off one
 #   after another: the rate concentrates in a few dimensions and the rest fall to zero.
 # - Already at β = 1, the plain ELBO, about half the dimensions carry less than a tenth of a
 #   nat. That is
@@ -198,10 +198,14 @@ course.show(fig)
 # `E_x[μ_j²] + E_x[σ_j²] = 1`, exactly and for every β (β only scales the KL). So a dimension can
 # only trade one for the other: collapse moves it along the curve to the upper left. The
 # dimensions of the β = 1/4 model lie to the right of the curve, their codes spread wider than the
-# prior; that is not where training would end but where the budget of 60 epochs stopped it: with
-# β = 1/4 the KL's pull back to the curve is four times weaker, and slower to act (the printout
-# gives the sum for every β). This spread of the codes over the whole data set returns below, as
-# the *aggregate posterior*.
+# prior, so that model is not at a stationary point. Nor is it on its way to one: trained four
+# times longer, the same model lies *further* to the right (the cell below measures it). The
+# scaling move leaves the reconstruction unchanged, so only the KL, weighted by β, pulls the codes
+# back along it, and with β = 1/4 that pull is weak next to the noise of the minibatch gradients,
+# which, along a direction the reconstruction does not see, tends to spread the codes out rather
+# than average to zero. The overshoot is a property of stochastic training with a small β, not of
+# the ELBO's optimum. This spread of the codes over the whole data set returns below, as the
+# *aggregate posterior*.
 
 # %%
 fig = Figure(figsize=(6.6, 4.6), layout="constrained")
@@ -239,6 +243,24 @@ if course.full():
                  and total_variance[0.25].mean() - 1 > 2 * abs(total_variance[1.0].mean() - 1),
                  f"the β = 1/4 model overshoots the curve (mean {total_variance[0.25].mean():.2f}), "
                  f"much more than the β = 1 model (mean {total_variance[1.0].mean():.2f})")
+
+# %%
+# The β = 1/4 model again, trained four times as long: closer to the curve, or further away?
+longer = minivae.VAE(64, LATENT_DIM, hidden=HIDDEN, likelihood="categorical", num_values=NUM_VALUES,
+                     beta=0.25, seed=0)
+minivae.fit(longer, x_train, epochs=4 * EPOCHS, batch_size=REFERENCE.batch_size,
+            optimizer=minivae.Adamax(lr=REFERENCE.lr), ema=REFERENCE.ema,
+            rng=np.random.default_rng(REFERENCE.seed), verbose=False)
+for name, model in ((f"{EPOCHS} epochs", beta_models[0.25]), (f"{4 * EPOCHS} epochs", longer)):
+    mu, logvar = (a.astype(np.float64) for a in model.encode(x_train))
+    print(f"β = 0.25, {name:>10s}: E_x[μ_j²] + E_x[σ_j²] on the training set, mean over j "
+          f"{np.mean(mu ** 2 + np.exp(logvar)):.2f}")
+if course.full():
+    mu, logvar = (a.astype(np.float64) for a in longer.encode(x_test))
+    longer_total = float(np.mean(mu ** 2 + np.exp(logvar)))
+    course.claim(longer_total > total_variance[0.25].mean(),
+                 f"trained four times longer, the β = 1/4 model lies further from the curve "
+                 f"({longer_total:.2f} against {total_variance[0.25].mean():.2f} on the test set)")
 
 # %% [markdown]
 # ## Why collapse comes so easily here: a decoder that can do without z
@@ -330,6 +352,13 @@ ax.grid(True, alpha=0.3)
 ax.legend(loc="upper right", fontsize="small")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "rate_distortion.png"))
 course.show(fig)
+if course.full():
+    i2, i3 = BETAS.index(2.0), BETAS.index(3.0)
+    slope_near_zero = ((distortion_values[i3] - distortion_values[i2]) / (rate_values[i2] - rate_values[i3]),
+                       (no_code_distortion - distortion_values[i3]) / rate_values[i3])
+    course.claim(all(3 <= value <= 4.5 for value in slope_near_zero),
+                 f"near R = 0 the curve falls by about 3.5 to 4 nats of distortion per nat of rate "
+                 f"({slope_near_zero[0]:.1f} between β = 2 and 3, {slope_near_zero[1]:.1f} from β = 3 to R = 0)")
 
 # %% [markdown]
 # What the points mean in images: the top row holds test digits, each row below their
