@@ -247,13 +247,13 @@ if course.full():
 # %%
 # The β = 1/4 model again, trained four times as long: closer to the curve, or further away?
 longer = minivae.VAE(64, LATENT_DIM, hidden=HIDDEN, likelihood="categorical", num_values=NUM_VALUES,
-                     beta=0.25, seed=0)
+                     beta=BETAS[0], seed=0)
 minivae.fit(longer, x_train, epochs=4 * EPOCHS, batch_size=REFERENCE.batch_size,
             optimizer=minivae.Adamax(lr=REFERENCE.lr), ema=REFERENCE.ema,
             rng=np.random.default_rng(REFERENCE.seed), verbose=False)
-for name, model in ((f"{EPOCHS} epochs", beta_models[0.25]), (f"{4 * EPOCHS} epochs", longer)):
+for name, model in ((f"{EPOCHS} epochs", beta_models[BETAS[0]]), (f"{4 * EPOCHS} epochs", longer)):
     mu, logvar = (a.astype(np.float64) for a in model.encode(x_train))
-    print(f"β = 0.25, {name:>10s}: E_x[μ_j²] + E_x[σ_j²] on the training set, mean over j "
+    print(f"β = {BETAS[0]:g}, {name:>10s}: E_x[μ_j²] + E_x[σ_j²] on the training set, mean over j "
           f"{np.mean(mu ** 2 + np.exp(logvar)):.2f}")
 if course.full():
     mu, logvar = (a.astype(np.float64) for a in longer.encode(x_test))
