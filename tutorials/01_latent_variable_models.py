@@ -18,9 +18,9 @@
 #
 # **Prerequisites.** Gaussian distributions (mean, covariance, density), NumPy.
 #
-# **Run time.** Under half a minute in full (25 s measured on a two-core machine shared with other
-# jobs, load average 1.6; most of it the Monte Carlo experiment at the end); a few seconds with
-# `MINIVAE_QUICK=1`.
+# **Run time.** Under a minute in full (25 to 50 s measured on a two-core machine shared with other
+# jobs, load average 1.6 to 3.3; most of it the Monte Carlo experiment at the end); a few seconds
+# with `MINIVAE_QUICK=1`.
 
 # %%
 import numpy as np

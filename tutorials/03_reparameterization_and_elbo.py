@@ -24,8 +24,8 @@
 # **Prerequisites.** Tutorial 1 (pPCA, posterior, marginal likelihood) and tutorial 2 (the
 # forward/backward contract).
 #
-# **Run time.** Seconds: 6 s measured on a two-core machine shared with other jobs (load average
-# 1.5); a few seconds with `MINIVAE_QUICK=1`.
+# **Run time.** Seconds: 6 to 10 s measured on a two-core machine shared with other jobs (load
+# average 1.5 to 3.4); a few seconds with `MINIVAE_QUICK=1`.
 
 # %%
 import numpy as np

@@ -18,10 +18,11 @@
 # **Prerequisites.** Tutorials 1–3: the generative story, the reparameterization trick and the
 # ELBO.
 #
-# **Run time.** Training the reference model took 25 s on an idle two-core machine (about 130
-# epochs; expect several times that on a busy machine), and it happens once: the trained model is
-# cached in the figures folder, and later runs of this tutorial and of tutorial 6 read it back. The
-# rest of the tutorial takes about ten seconds more, most of it the K = 512 importance sampling.
+# **Run time.** Training the reference model (130 epochs) took 16 to 25 s on a two-core machine
+# shared with other jobs (load average 2 to 4), and it happens once: the trained model is cached in
+# the figures folder, and later runs of this tutorial and of tutorial 6 read it back. The whole
+# tutorial took 34 to 51 s with the training and about half that without, most of the rest being
+# the K = 512 importance sampling.
 # With `MINIVAE_QUICK=1` everything takes seconds, but the model is a small one trained for 2
 # epochs: its figures then show an untrained model, and its numbers mean nothing.
 
