@@ -17,7 +17,7 @@
 #
 # **Prerequisites.** NumPy and the chain rule. No VAE knowledge is needed until the last section.
 #
-# **Run time.** Under half a minute (5 to 16 s measured on a two-core machine shared with other
+# **Run time.** Under half a minute (3 to 16 s measured on a two-core machine shared with other
 # jobs, load average 1.6 to 3.3); about the same in quick mode, `MINIVAE_QUICK=1`.
 
 # %%

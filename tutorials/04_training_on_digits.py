@@ -21,7 +21,7 @@
 # **Run time.** Training the reference model (130 epochs) took 16 to 25 s on a two-core machine
 # shared with other jobs (load average 2 to 4), and it happens once: the trained model is cached in
 # the figures folder, and later runs of this tutorial and of tutorial 6 read it back. The whole
-# tutorial took 34 to 51 s with the training and about half that without, most of the rest being
+# tutorial took 27 to 51 s with the training and about half that without, most of the rest being
 # the K = 512 importance sampling.
 # With `MINIVAE_QUICK=1` everything takes seconds, but the model is a small one trained for 2
 # epochs: its figures then show an untrained model, and its numbers mean nothing.

@@ -29,8 +29,8 @@
 # `minivae.fit`). The importance-weighted estimate of `log p(x)` used at the end is the subject of
 # tutorial 6; here it is used as `VAE.log_likelihood`.
 #
-# **Run time.** One and a half to two and a half minutes in full (85 to 144 s measured on a
-# two-core machine shared with other jobs, load average 2.5 to 4; expect less on an idle one): three linear VAEs of 30 000 Adam steps each
+# **Run time.** One and a half to three minutes in full (85 to 171 s measured on a two-core
+# machine shared with other jobs, load average 2.5 to 4.2; expect less on an idle one): three linear VAEs of 30 000 Adam steps each
 # (half the steps `minivae compare` takes, enough here to end a few hundredths of a nat from the
 # maximum) and one nonlinear VAE. With `MINIVAE_SIZE=lab` the linear VAEs take 10 000 steps, about
 # a third of the time, and end further from the maximum. A few seconds with `MINIVAE_QUICK=1`,

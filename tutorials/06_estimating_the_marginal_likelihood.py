@@ -22,8 +22,8 @@
 # **Prerequisites.** Tutorial 1 (pPCA and the naive Monte Carlo estimate), tutorial 3 (the ELBO and
 # `log p(x) = ELBO + KL(q(z|x) || p(z|x))`) and tutorial 4 (the reference model on the digits).
 #
-# **Run time.** About a minute in full (64 s measured on a two-core machine shared with other
-# jobs, load average 3.8, with the model read from the cache): mostly about 20 000 decoder passes
+# **Run time.** About a minute in full (64 to 73 s measured on a two-core machine shared with
+# other jobs, load average 3.8, with the model read from the cache): mostly about 20 000 decoder passes
 # for each of 100 test images. The digits model is tutorial 4's, read from the cache (trained here,
 # once, if tutorial 4 has not run). About 5 seconds with `MINIVAE_QUICK=1`, whose numbers mean
 # little (its digits model is trained for 2 epochs).

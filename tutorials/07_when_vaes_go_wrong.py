@@ -23,8 +23,8 @@
 # **Prerequisites.** Tutorial 3 (the ELBO as reconstruction minus rate) and tutorial 4 (the
 # reference model and how it is trained); tutorial 6 for the link between the rate and sampling.
 #
-# **Run time.** One to three minutes in full (measured on a two-core machine shared with other
-# jobs, load average about 3; less on an idle one): eleven models, each trained for a fixed, small
+# **Run time.** About two and a half minutes in full (149 to 162 s measured on a two-core machine
+# shared with other jobs, load average 4 to 4.7; less on an idle one): eleven models, each trained for a fixed, small
 # number of epochs (see below). `MINIVAE_SIZE=lab` trains them for a third of the epochs, and its
 # numbers differ from the ones quoted here; about 5 seconds with `MINIVAE_QUICK=1`, whose small,
 # barely trained models make figures without meaning.

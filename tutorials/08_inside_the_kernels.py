@@ -24,8 +24,8 @@
 # backward) and the reference model of tutorial 4. No numba knowledge is needed: `@numba.njit`
 # compiles a Python function made of loops over NumPy arrays, and that is all we use.
 #
-# **Run time.** Under a minute in full (22 to 28 s measured on a two-core machine shared with other
-# jobs, load average 3 to 4; the timings themselves suffer from such sharing, see below); a few
+# **Run time.** Under a minute in full (22 to 33 s measured on a two-core machine shared with other
+# jobs, load average 3 to 4.6; the timings themselves suffer from such sharing, see below); a few
 # seconds with `MINIVAE_QUICK=1` (smaller matrices, fewer repeats: its numbers are rougher).
 # Every number here is measured as the file runs, so it depends on the machine and on what else
 # is running on it; the prose says what to expect, the printed numbers and the figures say what
