@@ -32,8 +32,8 @@
 # **Run time.** One and a half to three minutes in full (85 to 171 s measured on a two-core
 # machine shared with other jobs, load average 2.5 to 4.2; expect less on an idle one): three linear VAEs of 30 000 Adam steps each
 # (half the steps `minivae compare` takes, enough here to end a few hundredths of a nat from the
-# maximum) and one nonlinear VAE. With `MINIVAE_SIZE=lab` the linear VAEs take 10 000 steps, about
-# a third of the time, and end further from the maximum. A few seconds with `MINIVAE_QUICK=1`,
+# maximum) and one nonlinear VAE. With `MINIVAE_SIZE=lab` the linear VAEs take 10 000 steps and end
+# about a nat from the maximum, not hundredths (100 s in all, measured at load average 5). A few seconds with `MINIVAE_QUICK=1`,
 # whose numbers mean little: `q = 4`, 600 steps, a tiny nonlinear model trained for 3 epochs.
 
 # %%

@@ -25,8 +25,8 @@
 #
 # **Run time.** About two and a half minutes in full (149 to 162 s measured on a two-core machine
 # shared with other jobs, load average 4 to 4.7; less on an idle one): eleven models, each trained for a fixed, small
-# number of epochs (see below). `MINIVAE_SIZE=lab` trains them for a third of the epochs, and its
-# numbers differ from the ones quoted here; about 5 seconds with `MINIVAE_QUICK=1`, whose small,
+# number of epochs (see below). `MINIVAE_SIZE=lab` trains them for a third of the epochs (85 s
+# measured at load average 6), and its numbers differ from the ones quoted here; about 5 seconds with `MINIVAE_QUICK=1`, whose small,
 # barely trained models make figures without meaning.
 
 # %%
