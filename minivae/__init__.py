@@ -14,21 +14,22 @@ Nothing here imports numba or matplotlib: the compiled kernels (the default "num
 :mod:`minivae.backend`) load and compile on first use, plots import matplotlib when they draw.
 """
 
-from . import (backend, datasets, evaluate, gradcheck, layers, likelihoods, objectives, ops, optim, ppca, priors,
-               reference)
+from . import (backend, datasets, evaluate, gradcheck, hierarchical, layers, likelihoods, objectives, ops, optim,
+               ppca, priors, reference)
 from .backend import get_backend, set_backend, use_backend
 from .gradcheck import check_model_gradients, numerical_gradient, rel_error
-from .objectives import ELBO
+from .hierarchical import TwoLevelVAE
+from .objectives import ELBO, IWAE
 from .optim import SGD, Adam, Adamax
 from .ppca import PPCA
-from .priors import StandardNormal
+from .priors import MixtureOfGaussians, StandardNormal, VampPrior
 from .reference import REFERENCE
 from .training import History, TrainingError, fit
 from .vae import VAE
 
 __version__ = "0.1.0"
 
-__all__ = ["VAE", "PPCA", "ELBO", "StandardNormal", "REFERENCE", "fit", "History", "TrainingError", "SGD", "Adam",
+__all__ = ["VAE", "TwoLevelVAE", "PPCA", "ELBO", "IWAE", "StandardNormal", "MixtureOfGaussians", "VampPrior", "REFERENCE", "fit", "History", "TrainingError", "SGD", "Adam",
            "Adamax", "rel_error", "numerical_gradient", "check_model_gradients", "get_backend", "set_backend",
            "use_backend", "backend", "datasets", "evaluate", "gradcheck", "layers", "likelihoods", "objectives",
-           "ops", "optim", "ppca", "priors", "reference"]
+           "ops", "optim", "ppca", "priors", "reference", "hierarchical"]

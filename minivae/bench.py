@@ -57,6 +57,9 @@ BATCH_SIZE = REFERENCE.batch_size
 LEARNING_RATE = REFERENCE.lr
 LEAKY_RELU_SLOPE = REFERENCE.leaky_relu_slope
 GEMM_BIG = 1024  # the 1024 x 1024 x 1024 product
+FAMILY_STEPS = ("iwae50", "vamp50")
+MNIST_ROWS, MNIST_INPUT_DIM, MNIST_HIDDEN, MNIST_BATCH_SIZE = 60000, 784, (512, 256), 128  # an MNIST-sized run
+BUSY_SPREAD = 1.25  # repeats of one measurement whose slowest is 25% above the fastest: the machine was busy  # the model family's most expensive steps (see minivae.variants)
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 WORKER_TIMEOUT_SECONDS = 900  # one subprocess; a whole --train run of PyTorch takes about a minute
@@ -130,6 +133,7 @@ def _gemm_worker(options):
 
     from . import kernels
 
+    kernels.gemm.GEMM_ROUTE = "kernel"  # time the hand-written kernel itself; the route it would take is reported
     if options.get("threaded_kernels"):
         kernels.gemm.GEMM_THREADS = None  # the kernels' opt-in threading: numba.get_num_threads()
     rng = np.random.default_rng(0)
@@ -207,7 +211,8 @@ def _reference_batches():
 
 
 def _step_worker(options):
-    """Milliseconds per training step of the reference model with one backend."""
+    """Milliseconds per training step of the reference model (or of ``options["variant"]``, a member of
+    the model family of :mod:`minivae.variants`) with one backend."""
     if options["backend"] == "torch":
         return _torch_step_worker(options)
     import numpy as np
@@ -220,11 +225,17 @@ def _step_worker(options):
         from . import kernels
         kernels.gemm.GEMM_THREADS = None
         backend = "numba"
-    model = VAE(INPUT_DIM, LATENT_DIM, hidden=HIDDEN, num_values=NUM_VALUES, dtype=np.float32,
-                backend=backend)
-    objective = model.objective()
-    optimizer = Adamax(lr=LEARNING_RATE, backend=backend)
     batches = _reference_batches()
+    variant = options.get("variant", "standard")
+    if variant == "standard":
+        model = VAE(INPUT_DIM, LATENT_DIM, hidden=HIDDEN, num_values=NUM_VALUES, dtype=np.float32,
+                    backend=backend)
+        objective = model.objective()
+    else:  # a member of the model family, built as ``minivae variants`` builds it
+        from .variants import build_variant
+        model, objective = build_variant(variant, np.concatenate(batches))
+        model.backend = backend
+    optimizer = Adamax(lr=LEARNING_RATE, backend=backend)
     rng = np.random.default_rng(0)
     state = {"i": 0}
 
@@ -241,13 +252,15 @@ def _step_worker(options):
 def _time_steps(step, options):
     for _ in range(options["step_count"]):  # warm up: compile or load kernels, fill caches
         step()
-    best = math.inf
+    repeats = []
     for _ in range(options["step_repeats"]):
         start = time.perf_counter()
         for _ in range(options["step_count"]):
             step()
-        best = min(best, (time.perf_counter() - start) / options["step_count"])
-    return {"ms_per_step": best * 1e3, "steps_per_second": 1 / best}
+        repeats.append((time.perf_counter() - start) / options["step_count"])
+    best = min(repeats)
+    # the spread of the repeats, slowest over fastest: on a quiet machine a few percent
+    return {"ms_per_step": best * 1e3, "steps_per_second": 1 / best, "spread": max(repeats) / best}
 
 
 def _torch_reference(torch, seed=0):
@@ -282,6 +295,49 @@ def _torch_reference(torch, seed=0):
     return encoder, decoder, negative_elbo
 
 
+def _torch_family_loss(torch, encoder, decoder, variant, parameters, generator):
+    """The PyTorch twin of a model-family step's loss, as minivae.variants builds it: a function
+    loss(x_int) -> scalar. Autograd differentiates it; minivae's hand-written gradients are the same."""
+    log_2pi = math.log(2 * math.pi)
+
+    def log_px_of(z, x_int):
+        logits = decoder(z.reshape(-1, LATENT_DIM)).view(*z.shape[:-1], INPUT_DIM, NUM_VALUES)
+        index = x_int.expand(*z.shape[:-1], INPUT_DIM)[..., None]
+        return torch.log_softmax(logits, dim=-1).gather(-1, index)[..., 0].sum(-1)
+
+    if variant == "iwae50":
+        k = 50
+
+        def loss(x_int):
+            h = encoder(x_int.float())
+            mu, logvar = h[:, :LATENT_DIM], h[:, LATENT_DIM:]
+            eps = torch.randn(k, *mu.shape, generator=generator)
+            z = mu + torch.exp(0.5 * logvar) * eps
+            log_pz = -0.5 * (log_2pi + z * z).sum(-1)
+            log_qz = -0.5 * (log_2pi + logvar + eps * eps).sum(-1)
+            log_w = log_px_of(z, x_int) + log_pz - log_qz
+            return -(torch.logsumexp(log_w, 0) - math.log(k)).mean()
+        return loss
+    if variant == "vamp50":
+        pseudo = torch.nn.Parameter(torch.randn(50, INPUT_DIM, generator=generator))
+        parameters.append(pseudo)
+
+        def loss(x_int):
+            h = encoder(x_int.float())
+            mu, logvar = h[:, :LATENT_DIM], h[:, LATENT_DIM:]
+            eps = torch.randn(mu.shape, generator=generator)
+            z = mu + torch.exp(0.5 * logvar) * eps
+            hu = encoder((NUM_VALUES - 1) * torch.sigmoid(pseudo))
+            mu_k, logvar_k = hu[:, :LATENT_DIM], hu[:, LATENT_DIM:]
+            diff = z[:, None, :] - mu_k[None]
+            log_components = -0.5 * (log_2pi + logvar_k + diff * diff * torch.exp(-logvar_k)).sum(-1)
+            log_pz = torch.logsumexp(log_components, 1) - math.log(50)
+            log_qz = -0.5 * (log_2pi + logvar + eps * eps).sum(-1)
+            return (log_qz - log_pz - log_px_of(z, x_int)).mean()
+        return loss
+    raise ValueError(f"no PyTorch twin of variant {variant!r}")
+
+
 def _torch_step_worker(options):
     try:
         import torch
@@ -291,17 +347,23 @@ def _torch_step_worker(options):
 
     torch.set_num_threads(options["threads"])
     encoder, decoder, negative_elbo = _torch_reference(torch)
-    optimizer = torch.optim.Adamax(list(encoder.parameters()) + list(decoder.parameters()),
-                                   lr=LEARNING_RATE)
+    parameters = list(encoder.parameters()) + list(decoder.parameters())
     batches = [torch.from_numpy(b.astype(np.int64)) for b in _reference_batches()]
     generator = torch.Generator().manual_seed(0)
+    variant = options.get("variant", "standard")
+    if variant == "standard":
+        def loss_of(batch):
+            eps = torch.randn(BATCH_SIZE, LATENT_DIM, generator=generator)
+            return negative_elbo(batch, eps).mean()
+    else:
+        loss_of = _torch_family_loss(torch, encoder, decoder, variant, parameters, generator)
+    optimizer = torch.optim.Adamax(parameters, lr=LEARNING_RATE)
     state = {"i": 0}
 
     def step():
         batch = batches[state["i"] % len(batches)]
         state["i"] += 1
-        eps = torch.randn(BATCH_SIZE, LATENT_DIM, generator=generator)
-        loss = negative_elbo(batch, eps).mean()
+        loss = loss_of(batch)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -330,13 +392,26 @@ def _memory_worker(options):
     from .training import fit
     from .vae import VAE
 
-    x_train, _ = datasets.load_digits("train")
-    x_val, _ = datasets.load_digits("val")
-    model = VAE(INPUT_DIM, LATENT_DIM, hidden=HIDDEN, num_values=NUM_VALUES, dtype=np.float32,
-                backend="numba")
-    history = fit(model, x_train, x_val, epochs=options["epochs"], patience=None, verbose=False,
-                  rng=np.random.default_rng(0))
-    return {"maxrss_mib": _maxrss_mib(), "epochs": history.epochs, "steps": history.steps}
+    if options.get("mnist_sized"):
+        # MNIST's size: 60000 binary images of 784 pixels (random here: memory does not depend on the
+        # values), a Bernoulli decoder, hidden 512-256, batch 128, validated on 10000 images
+        rng = np.random.default_rng(0)
+        rows = options.get("rows", MNIST_ROWS)
+        x_train = (rng.random((rows, MNIST_INPUT_DIM)) < 0.13).astype(np.float32)
+        x_val = (rng.random((rows // 6, MNIST_INPUT_DIM)) < 0.13).astype(np.float32)
+        model = VAE(MNIST_INPUT_DIM, LATENT_DIM, hidden=MNIST_HIDDEN, likelihood="bernoulli", dtype=np.float32,
+                    backend="numba")
+        batch_size = MNIST_BATCH_SIZE
+    else:
+        x_train, _ = datasets.load_digits("train")
+        x_val, _ = datasets.load_digits("val")
+        model = VAE(INPUT_DIM, LATENT_DIM, hidden=HIDDEN, num_values=NUM_VALUES, dtype=np.float32,
+                    backend="numba")
+        batch_size = BATCH_SIZE
+    history = fit(model, x_train, x_val, epochs=options["epochs"], batch_size=batch_size, patience=None,
+                  verbose=False, rng=np.random.default_rng(0))
+    return {"maxrss_mib": _maxrss_mib(), "epochs": history.epochs, "steps": history.steps,
+            "rows": len(x_train), "n_params": model.n_params}
 
 
 def _maxrss_mib():
@@ -563,11 +638,27 @@ def run_benchmark(quick=False, train=False, log=print):
             steps.append(dict(result, backend=backend, threads=threads))
     results["steps"] = steps
 
+    log("training steps of the model family ...")
+    family = []
+    for threads in thread_counts:
+        for variant in FAMILY_STEPS:
+            for backend in ("numpy", "numba", "torch"):
+                if backend == "torch" and not settings["torch"]:
+                    family.append({"status": "skipped (--quick)", "variant": variant, "backend": backend,
+                                   "threads": threads})
+                    continue
+                result = run_worker("step", dict(step_options, backend=backend, variant=variant,
+                                                 step_count=max(1, step_options["step_count"] // 10)), threads)
+                family.append(dict(result, variant=variant, backend=backend, threads=threads))
+    results["family_steps"] = family
+
     log("memory ...")
     results["memory"] = {
         "baseline_mib": run_worker("baseline_memory", {}, 1).get("maxrss_mib"),
         "baseline_kernels_mib": run_worker("baseline_memory", {"kernels": True}, 1).get("maxrss_mib"),
         "training": run_worker("memory", {"epochs": settings["memory_epochs"]}, 1),
+        "mnist_training": run_worker("memory", {"epochs": 1, "mnist_sized": True,
+                                                "rows": MNIST_ROWS if not quick else 600}, 1),
     }
 
     log("compile time ...")
@@ -576,7 +667,30 @@ def run_benchmark(quick=False, train=False, log=print):
     results["train"] = _measure_training(thread_counts, log) if train else None
     results["load_after"] = _load_average()
     results["seconds"] = time.perf_counter() - start
+    results["busy"] = busy_reasons(results)
     return results
+
+
+def busy_reasons(results):
+    """Why the measurements of ``results`` should not be trusted, as sentences (empty: none found).
+
+    A load average above the number of cores, before or after, means other work competed for them;
+    step timings whose repeats spread by more than ``BUSY_SPREAD`` mean the same, seen from inside.
+    """
+    reasons = []
+    cores = results["machine"].get("cpu_count") or os.cpu_count() or 1
+    for when in ("load_before", "load_after"):
+        load = results.get(when)
+        if load is not None and load[0] > cores:
+            reasons.append(f"the load average {when.split('_')[1]} the run was {load[0]:.1f} on {cores} cores")
+    spread = [s for s in results.get("steps", []) + results.get("family_steps", [])
+              if s.get("spread", 1.0) > BUSY_SPREAD]
+    if spread:
+        worst = max(spread, key=lambda s: s["spread"])
+        reasons.append(f"{len(spread)} step timings disagree between repeats by more than "
+                       f"{BUSY_SPREAD - 1:.0%} (worst: {worst['backend']}, {worst['threads']} thread(s), "
+                       f"{worst['spread'] - 1:.0%})")
+    return reasons
 
 
 def _measure_compile(cold):
@@ -678,6 +792,23 @@ def format_results(results):
         lines.append("  (numba-threaded: the numba backend with kernels.gemm.GEMM_THREADS = None, its opt-in "
                      "threaded products)")
 
+    if results.get("family_steps"):
+        lines += ["", "Training steps of the model family (as `minivae variants` builds them; float32, batch 64)",
+                  f"  {'variant':<10} {'backend':<8} {'threads':>7} {'ms/step':>9} {'vs torch':>9}"]
+        torch_ms = {(s["variant"], s["threads"]): s["ms_per_step"] for s in results["family_steps"]
+                    if s["backend"] == "torch" and "ms_per_step" in s}
+        for s in results["family_steps"]:
+            if "ms_per_step" not in s:
+                lines.append(f"  {s['variant']:<10} {s['backend']:<8} {s['threads']:>7}  {s['status']}")
+                continue
+            ms = torch_ms.get((s["variant"], s["threads"]))
+            ratio = f"{ms / s['ms_per_step']:.2f}x" if ms else ""
+            lines.append(f"  {s['variant']:<10} {s['backend']:<8} {s['threads']:>7} {s['ms_per_step']:>9.2f} {ratio:>9}")
+
+    if results.get("busy"):
+        lines[2:2] = ["WARNING: the machine was busy, so the times and ratios below mean little: "
+                      + "; ".join(results["busy"]) + ". Measure again on a quiet machine.", ""]
+
     memory = results["memory"]
     training = memory["training"]
     lines += ["", "Memory (peak resident set, ru_maxrss)",
@@ -685,6 +816,13 @@ def format_results(results):
               f"LLVM): {_mib(memory['baseline_kernels_mib'])}",
               f"  training {training.get('epochs', '?')} epochs (numba backend): "
               f"{_mib(training.get('maxrss_mib'))}"]
+    mnist = memory.get("mnist_training") or {}
+    if "maxrss_mib" in mnist:
+        lines.append(f"  an MNIST-sized run ({mnist['rows']} binary images of {MNIST_INPUT_DIM} pixels, hidden "
+                     f"{'-'.join(map(str, MNIST_HIDDEN))}, Bernoulli, batch {MNIST_BATCH_SIZE}, {mnist['n_params']} "
+                     f"parameters), one epoch: {_mib(mnist['maxrss_mib'])}")
+    elif mnist:
+        lines.append(f"  an MNIST-sized run: {mnist.get('status')}")
 
     compile_ = results["compile"]
     lines += ["", "First float32 training step, numba backend (compile or load from the cache)"]
@@ -752,8 +890,9 @@ def run_bench(args):
                             log=lambda message: print(message, file=sys.stderr, flush=True))
     print(format_results(results))
     if args.json:
-        with open(args.json, "w") as file:
-            json.dump(results, file, indent=1)
+        from .files import write_text
+
+        write_text(args.json, json.dumps(results, indent=1))
         print(f"wrote {args.json}")
     return 0
 

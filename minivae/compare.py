@@ -109,7 +109,10 @@ def _fit_reference(model, x_train, x_val, epochs, seed):
 
     from .training import fit
 
-    return fit(model, x_train, x_val, epochs=epochs, rng=np.random.default_rng(seed), verbose=False)
+    history = fit(model, x_train, x_val, epochs=epochs, rng=np.random.default_rng(seed), verbose=False)
+    if history.interrupted:  # fit keeps the work and returns; a comparison stops
+        raise KeyboardInterrupt
+    return history
 
 
 def _evaluate_nonlinear(model, x_test, importance_samples, seed):
@@ -137,7 +140,18 @@ def categorical_from_run(run_dir):
     if not path.is_file():
         raise FileNotFoundError(f"train_run {str(run_dir)!r} holds no summary.json; give the --out folder "
                                 f"of a finished `minivae train` run")
-    summary = json.loads(path.read_text())
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"train_run {str(run_dir)!r}: summary.json cannot be read ({error})") from None
+    if not isinstance(summary, dict):
+        raise ValueError(f"train_run {str(run_dir)!r}: summary.json is not a summary of `minivae train`")
+    if summary.get("interrupted"):
+        raise ValueError(f"train_run {str(run_dir)!r} was interrupted and has no test numbers; give a finished "
+                         f"run (or finish it with `minivae train --resume --out {run_dir}`)")
+    missing = [key for key in ("test_nelbo", "test_nll") if key not in summary]
+    if missing:
+        raise ValueError(f"train_run {str(run_dir)!r}: summary.json has no {missing}")
     config = summary.get("config", {})
     if summary.get("data") != "digits" or config.get("likelihood") != "categorical":
         raise ValueError(f"train_run {str(run_dir)!r} must be a categorical VAE trained on the digits; "
@@ -194,6 +208,7 @@ def compare(latent_sizes=DEFAULT_LATENT_SIZES, seed=0, quick=False, linear_steps
     from .vae import VAE
 
     latent_sizes = [_latent_size(q) for q in latent_sizes]
+    categorical = None if train_run is None else categorical_from_run(train_run)  # checked before any training
     log = log or (lambda message: None)
     start = time.perf_counter()
     settings = QUICK if quick else dict(linear_steps=LINEAR_SCHEDULE.steps, hidden=REFERENCE.hidden,
@@ -277,7 +292,7 @@ def compare(latent_sizes=DEFAULT_LATENT_SIZES, seed=0, quick=False, linear_steps
             _add_bits_per_dim(model_entry)
 
     if train_run is not None:
-        result["categorical_vae"] = categorical_from_run(train_run)
+        result["categorical_vae"] = categorical
     elif nonlinear:
         latent = REFERENCE.latent_dim
         model = VAE(INPUT_DIM, latent, hidden=settings["hidden"], likelihood="categorical", seed=seed)
@@ -379,24 +394,29 @@ def write_outputs(result, out):
     list of pathlib.Path, the files written
     """
     from . import plots
+    from .files import OutputFolder
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for q, entry in result["results"].items():
-        written.append(plot_linear_curves(entry, int(q), out / f"compare_curves_q{q}.png"))
-    names, values = [], []
-    for row in result["table"]:
-        if row["test_bits_per_dim"] is not None:
-            names.append(f"q={row['latent_dim']} {row['model']}: {row['measure']}")
-            values.append(row["test_nats"])
-    plots.plot_bars(names, values, out / "compare_bars.png", ylabel="test nats per example (lower is better)",
-                    title="Test NLL and -ELBO")
-    written.append(out / "compare_bars.png")
-    path = out / "compare.json"
-    path.write_text(json.dumps(result, indent=1))
-    written.append(path)
-    return written
+    # every file under a temporary name, renamed into place together, compare.json last; figures of an
+    # earlier run that this one does not draw (other latent sizes) are removed
+    earlier = [path.name for path in out.glob("compare_curves_q*.png")]
+    folder = OutputFolder(out, owned=[*earlier, "compare_bars.png", "compare.json"])
+    try:
+        for q, entry in result["results"].items():
+            plot_linear_curves(entry, int(q), folder.path(f"compare_curves_q{q}.png"))
+        names, values = [], []
+        for row in result["table"]:
+            if row["test_bits_per_dim"] is not None:
+                names.append(f"q={row['latent_dim']} {row['model']}: {row['measure']}")
+                values.append(row["test_nats"])
+        plots.plot_bars(names, values, folder.path("compare_bars.png"),
+                        ylabel="test nats per example (lower is better)", title="Test NLL and -ELBO")
+        folder.write_text("compare.json", json.dumps(result, indent=1))
+    except BaseException:
+        folder.discard()
+        raise
+    return folder.commit(last="compare.json")
 
 
 def plot_linear_curves(entry, q, path):
@@ -518,9 +538,10 @@ def run(args):
                      train_run=args.train_run, nonlinear=not args.no_nonlinear, out=None, log=log)
     out = Path(args.out)
     if args.no_figures:
+        from .files import write_text
+
         out.mkdir(parents=True, exist_ok=True)
-        (out / "compare.json").write_text(json.dumps(result, indent=1))
-        written = [out / "compare.json"]
+        written = [write_text(out / "compare.json", json.dumps(result, indent=1))]
     else:
         written = write_outputs(result, out)
     if args.json:

@@ -19,13 +19,22 @@ integer pixels into what a likelihood expects:
 Supported file formats for :func:`load_array`: ``.npy``, ``.npz``, ``.csv``, ``.txt`` (also
 gzipped as ``.csv.gz``/``.txt.gz``) and MNIST-style IDX files (``.idx``, ``*-ubyte`` such as
 ``train-images.idx3-ubyte``, optionally gzipped). :func:`save_idx` writes IDX files.
+
+Files as people have them: text may start with a byte-order mark (Excel's "CSV UTF-8" does) and
+be separated by commas, semicolons or whitespace; a file in another encoding, an empty cell, a
+truncated ``.gz``/``.npz``/``.npy`` or a file that is not what its name says is a ValueError that
+names the file (and the row and column). :func:`check_values` names the first NaN, infinite or
+out-of-range value, and :func:`load_labels` / :func:`split_label_column` read class labels.
 """
 
+import codecs
 import gzip
 import math
 import os
 import re
 import struct
+import zipfile
+import zlib
 from importlib import resources
 
 import numpy as np
@@ -39,6 +48,10 @@ __all__ = [
     "load_digits",
     "load_array",
     "load_idx",
+    "load_labels",
+    "as_labels",
+    "split_label_column",
+    "check_values",
     "save_idx",
     "binarize",
     "scale",
@@ -145,6 +158,7 @@ _IDX_CODE_TO_DTYPE = {
 _IDX_DTYPE_TO_CODE = {dtype.newbyteorder("="): code for code, dtype in _IDX_CODE_TO_DTYPE.items()}
 _IDX_MAX_DIM = 2**32 - 1  # each dimension is stored as a uint32
 _IDX_MAX_NDIM = 255  # the number of dimensions is stored in one byte
+_NPY_MAGIC = b"\x93NUMPY"  # the first six bytes of every .npy file
 
 
 def _check_path(path, name="path"):
@@ -189,9 +203,7 @@ def load_idx(path):
         If the magic number is not an IDX one, or the data size does not match the header.
     """
     path = _check_existing_file(path)
-    opener = gzip.open if _is_gzip_name(path) else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    data = _read_bytes(path)
     if len(data) < 4:
         raise ValueError(
             f"IDX file {path!r} is {len(data)} bytes long, too short for the 4-byte magic number"
@@ -303,6 +315,47 @@ def _file_format(path):
     raise ValueError(f"path {path!r} has an unsupported extension; supported: {_SUPPORTED_FORMATS}")
 
 
+def _read_bytes(path):
+    """The bytes of ``path``, gunzipped when its name ends in ``.gz``; a truncated or corrupt gzip
+    stream is a ValueError that says so."""
+    if not _is_gzip_name(path):
+        with open(path, "rb") as f:
+            return f.read()
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except EOFError:
+        raise ValueError(f"{path!r} is a truncated gzip file (it ends before the end of its compressed "
+                         f"data); was it downloaded or copied completely?") from None
+    except (gzip.BadGzipFile, zlib.error) as error:
+        raise ValueError(f"{path!r} is not a valid gzip file ({error}); it is corrupt, or its name "
+                         f"ends in .gz without it being gzipped") from None
+
+
+# Byte-order marks a text file may start with, and the encoding each announces. Excel's
+# "CSV UTF-8" starts with the UTF-8 mark; its "Unicode text" is UTF-16 with a mark.
+_BYTE_ORDER_MARKS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+                     (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def _decode_text(path, data):
+    """``data`` as str: UTF-8 (ASCII included), or the encoding its byte-order mark names."""
+    encoding = "utf-8"
+    for mark, name in _BYTE_ORDER_MARKS:
+        if data.startswith(mark):
+            encoding = name
+            break
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path!r} is not {encoding.upper().replace('-SIG', '')} text: byte 0x{data[error.start]:02x} on "
+            f"line {line} is not valid in that encoding (the file was probably saved in another "
+            f"encoding, such as Latin-1 or Windows-1252); save it as UTF-8 (in Excel: \"CSV UTF-8\")"
+        ) from None
+
+
 def _is_number(field):
     try:
         float(field)
@@ -311,46 +364,106 @@ def _is_number(field):
     return True
 
 
+def _delimiter(line):
+    """The field separator of a line: a comma, else a semicolon, else any run of whitespace (None)."""
+    if "," in line:
+        return ","
+    if ";" in line:
+        return ";"
+    return None
+
+
+def _describe_bad_cell(path, lines, first_line_number, delimiter):
+    """The first cell of ``lines`` that is not a number, or the first row of another length, as a
+    sentence (row/line/column numbers from 1), or None if every cell parses."""
+    width = None
+    for index, line in enumerate(lines):
+        fields = [field.strip() for field in line.split(delimiter)]
+        where = f"{path!r}, data row {index + 1} (line {first_line_number + index})"
+        if width is None:
+            width = len(fields)
+        elif len(fields) != width:
+            return f"{where} has {len(fields)} fields; the rows before it have {width}"
+        for column, field in enumerate(fields, start=1):
+            if field == "":
+                return f"{where}, column {column} is empty (a missing value); fill it in or remove the row"
+            if not _is_number(field):
+                return f"{where}, column {column} holds {field[:40]!r}, which is not a number"
+    return None
+
+
 def _load_text(path):
-    """Read comma- or whitespace-separated numbers into float64 ``(n, d)``, skipping a header."""
-    opener = gzip.open if _is_gzip_name(path) else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    data_lines = [line for line in lines if line.strip()]
-    if not data_lines:
+    """Read comma-, semicolon- or whitespace-separated numbers into float64 ``(n, d)``, skipping a
+    header line."""
+    text = _decode_text(path, _read_bytes(path))
+    numbered = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if not numbered:
         raise ValueError(f"text file {path!r} holds no data")
-    delimiter = "," if "," in data_lines[0] else None  # None: any run of whitespace
-    first_fields = [field.strip() for field in data_lines[0].split(delimiter)]
+    delimiter = _delimiter(numbered[0][1])
+    first_fields = [field.strip() for field in numbered[0][1].split(delimiter)]
     if not all(_is_number(field) for field in first_fields):
-        data_lines = data_lines[1:]  # a non-numeric first line is a header
-        if not data_lines:
+        numbered = numbered[1:]  # a non-numeric first line is a header
+        if not numbered:
             raise ValueError(f"text file {path!r} holds a header line but no data rows")
-        delimiter = "," if "," in data_lines[0] else None
+        delimiter = _delimiter(numbered[0][1])
+    lines = [line for _, line in numbered]
     try:
-        return np.loadtxt(data_lines, delimiter=delimiter, dtype=np.float64, ndmin=2)
+        return np.loadtxt(lines, delimiter=delimiter, dtype=np.float64, ndmin=2)
     except ValueError as error:
-        raise ValueError(f"could not parse {path!r} as rows of numbers: {error}") from error
+        problem = _describe_bad_cell(path, lines, numbered[0][0], delimiter)
+        raise ValueError(problem or f"could not parse {path!r} as rows of numbers: {error}") from None
+
+
+_PICKLE_ADVICE = "object arrays are refused (allow_pickle=False) because unpickling can run arbitrary code"
+
+
+def _load_npy(path):
+    """The array in a ``.npy`` file; a file that is not one, or is truncated, is a ValueError."""
+    with open(path, "rb") as f:
+        magic = f.read(len(_NPY_MAGIC))
+    if magic != _NPY_MAGIC:
+        raise ValueError(f"{path!r} is not a .npy file: it does not start with the NumPy signature "
+                         f"\\x93NUMPY (it is corrupt, or another format with a .npy name)")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as error:
+        if "pickle" in str(error):
+            raise ValueError(f"{path!r} holds an object array; {_PICKLE_ADVICE}") from None
+        raise ValueError(f"{path!r} is a damaged .npy file ({error}); was it written completely?") from None
+    except (EOFError, OSError) as error:
+        raise ValueError(f"{path!r} is a damaged .npy file ({error}); was it written completely?") from None
 
 
 def _load_npz(path, key):
     """Pick one array out of an ``.npz`` archive (``key``, else "x", else the only one)."""
-    with np.load(path, allow_pickle=False) as archive:
-        keys = list(archive.files)
-        if key is not None:
-            if not isinstance(key, str):
-                raise TypeError(f"key must be a str or None; got {type(key).__name__}")
-            if key not in keys:
-                raise ValueError(f"key {key!r} is not in {path!r}; its arrays are {keys}")
-            chosen = key
-        elif "x" in keys:
-            chosen = "x"
-        elif len(keys) == 1:
-            chosen = keys[0]
-        else:
-            raise ValueError(
-                f"{path!r} holds {len(keys)} arrays {keys} and none is named 'x'; pass key= to choose one"
-            )
-        return archive[chosen]
+    if key is not None and not isinstance(key, str):
+        raise TypeError(f"key must be a str or None; got {type(key).__name__}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = list(archive.files)
+            if key is not None:
+                if key not in keys:
+                    raise KeyError(key)
+                chosen = key
+            elif "x" in keys:
+                chosen = "x"
+            elif len(keys) == 1:
+                chosen = keys[0]
+            else:
+                raise ValueError(f"{path!r} holds {len(keys)} arrays {keys} and none is named 'x'; choose "
+                                 f"one with key= (on the command line, --npz-key)")
+            return archive[chosen]
+    except KeyError:
+        raise ValueError(f"key {key!r} is not in {path!r}; its arrays are {keys}") from None
+    except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as error:
+        raise ValueError(f"{path!r} is not a readable .npz archive ({error}); it is truncated or corrupt. "
+                         f"Was it written completely?") from None
+    except ValueError as error:
+        if "pickle" in str(error):
+            raise ValueError(f"{path!r} holds an object array; {_PICKLE_ADVICE}") from None
+        if str(error).startswith(repr(path)):
+            raise
+        raise ValueError(f"{path!r} is a damaged .npz archive ({error})") from None
 
 
 def load_array(path, key=None):
@@ -364,8 +477,9 @@ def load_array(path, key=None):
         * ``.npy``: a NumPy array (loaded with ``allow_pickle=False``);
         * ``.npz``: the array named ``key``; without ``key``, the array named ``"x"`` if there is
           one, else the only array;
-        * ``.csv``, ``.txt``, ``.csv.gz``, ``.txt.gz``: rows of comma- or whitespace-separated
-          numbers; a first line that is not all numbers is taken as a header and skipped;
+        * ``.csv``, ``.txt``, ``.csv.gz``, ``.txt.gz``: rows of comma-, semicolon- or
+          whitespace-separated numbers, in UTF-8 (a byte-order mark is skipped; UTF-16 with its
+          mark is read too); a first line that is not all numbers is taken as a header and skipped;
         * IDX (``.idx``, ``*-ubyte`` such as ``train-images.idx3-ubyte``, optionally ``.gz``):
           see :func:`load_idx`.
     key : str, optional
@@ -383,31 +497,20 @@ def load_array(path, key=None):
     FileNotFoundError
         If ``path`` is not an existing file.
     ValueError
-        For an unsupported extension, a bad ``key``, unparsable text, an IDX file whose size does
-        not match its header, an object (pickled) array, or an array with no dimension.
+        For an unsupported extension, a bad ``key``, text in another encoding or with an empty or
+        non-numeric cell (named by row and column), a truncated or corrupt ``.gz``, ``.npz`` or
+        ``.npy``, an IDX file whose size does not match its header, an object (pickled) array, or
+        an array with no dimension. NaN and infinite values are returned as they are: see
+        :func:`check_values`.
     """
     path = _check_existing_file(path)
     fmt = _file_format(path)
     if key is not None and fmt != "npz":
         raise ValueError(f"key is only used for .npz files; got key={key!r} for {path!r}")
     if fmt == "npy":
-        try:
-            x = np.load(path, allow_pickle=False)
-        except ValueError as error:
-            raise ValueError(
-                f"could not load {path!r} with allow_pickle=False (object arrays are refused "
-                f"because unpickling can run arbitrary code): {error}"
-            ) from error
+        x = _load_npy(path)
     elif fmt == "npz":
-        try:
-            x = _load_npz(path, key)
-        except ValueError as error:
-            if "allow_pickle" not in str(error):
-                raise
-            raise ValueError(
-                f"could not load {path!r} with allow_pickle=False (object arrays are refused "
-                f"because unpickling can run arbitrary code): {error}"
-            ) from error
+        x = _load_npz(path, key)
     elif fmt == "text":
         x = _load_text(path)
     else:
@@ -419,6 +522,115 @@ def load_array(path, key=None):
     if x.ndim == 1:
         return x.reshape(-1, 1)
     return x.reshape(x.shape[0], math.prod(x.shape[1:]))
+
+
+def check_values(x, name, dtype=np.float32):
+    """Refuse NaN, infinite values, and values beyond the range of ``dtype``, naming the first one.
+
+    Run it on the data as loaded, before the cast to the model's dtype: a value above
+    ``np.finfo(np.float32).max`` (3.4e38) is finite in float64 but becomes infinite in float32.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n, d), the data as loaded
+    name : str, how to name the data in the message (usually the file)
+    dtype : the floating-point dtype the data will be cast to
+
+    Returns
+    -------
+    x, unchanged
+
+    Raises
+    ------
+    ValueError
+        naming the row and column (from 1) of the first bad value and what is wrong with it.
+    """
+    x = np.asarray(x)
+    if x.dtype.kind not in "iuf" or x.size == 0:
+        return x
+    limit = np.finfo(dtype).max
+    finite = np.isfinite(x) if x.dtype.kind == "f" else np.ones(x.shape, dtype=bool)
+    bad = ~finite
+    with np.errstate(invalid="ignore"):
+        bad |= finite & (np.abs(x) > limit)
+    if not bad.any():
+        return x
+    flat = int(np.flatnonzero(bad.ravel())[0])
+    row, column = divmod(flat, x.shape[1]) if x.ndim == 2 else (flat, 0)
+    value = x.ravel()[flat]
+    where = f"{name}: row {row + 1}, column {column + 1}"
+    count = int(bad.sum())
+    others = f" ({count - 1} more bad values follow)" if count > 1 else ""
+    if np.isnan(value):
+        raise ValueError(f"{where} is NaN (a missing value){others}; fill in or remove such rows first")
+    if not np.isfinite(value):
+        raise ValueError(f"{where} is {value} (infinite){others}; every value must be finite")
+    raise ValueError(f"{where} is {value:.4g}, beyond the range of {np.dtype(dtype).name} "
+                     f"(±{limit:.4g}){others}; rescale the data, or use float64 (--dtype float64)")
+
+
+def load_labels(path, key=None, n=None):
+    """Load one integer class label per example from a file, for colouring figures.
+
+    Parameters
+    ----------
+    path : str or os.PathLike, any format of :func:`load_array` holding one column (or a 1-D array)
+    key : str, optional, the array's name in an ``.npz``
+    n : int, optional, the number of examples the labels must match
+
+    Returns
+    -------
+    labels : ndarray of int64, shape (n,)
+
+    Raises
+    ------
+    ValueError
+        If the file holds more than one column, non-integer values, or not ``n`` labels.
+    """
+    labels = load_array(path, key)
+    path = os.fspath(path)
+    if labels.shape[1] != 1:
+        raise ValueError(f"labels file {path!r} holds {labels.shape[1]} columns; expected one label per row")
+    return as_labels(labels[:, 0], f"labels file {path!r}", n)
+
+
+def as_labels(values, name, n=None):
+    """``values`` as int64 class labels, or a ValueError naming ``name``: integers, finite, ``n`` of them."""
+    values = np.asarray(values)
+    if n is not None and values.shape[0] != n:
+        raise ValueError(f"{name} holds {values.shape[0]} labels; the data has {n} rows")
+    if values.dtype.kind == "f":
+        if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
+            raise ValueError(f"{name} must hold integer class labels; found values such as "
+                             f"{values[~(np.isfinite(values) & (values == np.round(values)))][:3].tolist()}")
+    elif values.dtype.kind not in "iub":
+        raise ValueError(f"{name} must hold integer class labels; got dtype {values.dtype}")
+    return values.astype(np.int64)
+
+
+def split_label_column(x, column, name):
+    """Take the class labels out of the data: ``(x without the column, labels)``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n, d), d ≥ 2
+    column : int, 0-based index of the label column; negative counts from the end (-1: the last)
+    name : str, how to name the data in messages
+
+    Returns
+    -------
+    x_rest : ndarray, shape (n, d - 1)
+    labels : ndarray of int64, shape (n,)
+    """
+    d = x.shape[1]
+    if not -d <= column < d:
+        raise ValueError(f"label column {column} does not exist in {name}, which has {d} columns "
+                         f"(0..{d - 1}, or -1 for the last)")
+    if d < 2:
+        raise ValueError(f"{name} has one column; a label column would leave no data")
+    index = column % d
+    labels = as_labels(x[:, index], f"column {column} of {name}")
+    return np.delete(x, index, axis=1), labels
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,15 +10,14 @@ import math
 
 import numpy as np
 
-from . import ops
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # a latent dimension is active when Var_x(E_q[z_j]) exceeds this (Burda et al. 2016)
 EVAL_CHUNK_ELEMENTS = 2 ** 22  # at most this many numbers in one decoder activation while evaluating (~16 MB in float32)
 
 
 def chunk_rows(model):
-    """How many decoder rows one evaluation pass may hold: EVAL_CHUNK_ELEMENTS / the widest layer."""
-    return max(1, EVAL_CHUNK_ELEMENTS // max(model.decoder.sizes))
+    """How many rows one evaluation pass may hold: EVAL_CHUNK_ELEMENTS / the model's widest layer."""
+    return max(1, EVAL_CHUNK_ELEMENTS // model.widest_layer())
 
 
 def elbo_parts(model, x, n_samples=1, rng=None, kl="analytic"):
@@ -26,7 +25,7 @@ def elbo_parts(model, x, n_samples=1, rng=None, kl="analytic"):
 
     Parameters
     ----------
-    model : :class:`minivae.VAE`
+    model : :class:`minivae.VAE` (anything with ``elbo_terms`` and ``draw_noise``)
     x : (N, input_dim) array in the model's dtype
     n_samples : int, samples of z ~ q(z|x) averaged for E_q[log p(x|z)] (and a Monte Carlo KL)
     rng : numpy.random.Generator
@@ -37,27 +36,16 @@ def elbo_parts(model, x, n_samples=1, rng=None, kl="analytic"):
     reconstruction : (N,) float64 array, E_q[log p(x|z)]; its negative is the distortion
     kl : (N,) float64 array, KL(q(z|x) || p(z)), the rate
     """
-    reconstruction = np.empty(x.shape[0])
-    kl_value = np.empty(x.shape[0])
+    reconstruction = np.zeros(x.shape[0])
+    kl_value = np.zeros(x.shape[0])
     rows = chunk_rows(model)
     for start in range(0, x.shape[0], rows):
         xb = x[start:start + rows]
-        mu, logvar = model.encode(xb, check=False)
-        reconstruction_sum = np.zeros(xb.shape[0])
-        kl_sum = np.zeros(xb.shape[0])
         for _ in range(n_samples):
-            eps = rng.standard_normal(mu.shape).astype(model.dtype)
-            z, _ = ops.reparameterize(mu, logvar, eps)
-            reconstruction_sum += model.likelihood.log_prob(xb, model.decode(z, check=False), model.params,
-                                                            model.backend)
-            if kl == "monte_carlo":
-                kl_sum += ops.reparameterized_log_prob(eps, logvar)[0] - model.prior.log_prob(z, model.params)[0]
-        reconstruction[start:start + xb.shape[0]] = reconstruction_sum / n_samples
-        if kl == "monte_carlo":
-            kl_value[start:start + xb.shape[0]] = kl_sum / n_samples
-        else:
-            kl_value[start:start + xb.shape[0]] = model.prior.kl(mu, logvar, model.params)[0]
-    return reconstruction, kl_value
+            log_px, kl_sample, _ = model.elbo_terms(xb, model.draw_noise(xb.shape[0], rng), kl, need_grad=False)
+            reconstruction[start:start + xb.shape[0]] += log_px
+            kl_value[start:start + xb.shape[0]] += kl_sample
+    return reconstruction / n_samples, kl_value / n_samples
 
 
 def log_likelihood(model, x, n_samples=512, rng=None):
@@ -65,12 +53,13 @@ def log_likelihood(model, x, n_samples=512, rng=None):
 
     log p(x) ≈ log 1/K Σ_k p(x|z_k) p(z_k) / q(z_k|x),  z_k ~ q(z|x),
 
-    with a running log-sum-exp (the running max subtracted) over chunks of draws. A lower bound in
-    expectation that rises with K towards log p(x); K = 1 is the ELBO.
+    log w_k = log p(x|z_k) - (log q(z_k|x) - log p(z_k)), the model's :meth:`~minivae.VAE.elbo_terms`
+    with the Monte Carlo KL, and a running log-sum-exp (the running max subtracted) over chunks of
+    draws. A lower bound in expectation that rises with K towards log p(x); K = 1 is the ELBO.
 
     Parameters
     ----------
-    model : :class:`minivae.VAE`
+    model : :class:`minivae.VAE` (anything with ``elbo_terms`` and ``draw_noise``)
     x : (N, input_dim) array in the model's dtype
     n_samples : int, K
     rng : numpy.random.Generator
@@ -86,18 +75,12 @@ def log_likelihood(model, x, n_samples=512, rng=None):
     result = np.empty(x.shape[0])
     for start in range(0, x.shape[0], n_examples):
         xb = x[start:start + n_examples]
-        mu, logvar = model.encode(xb, check=False)
         running_max = np.full(xb.shape[0], -np.inf)
         running_sum = np.zeros(xb.shape[0])  # Σ_k exp(log w_k - running_max)
         for k0 in range(0, K, n_draws):
-            k = min(n_draws, K - k0)
-            eps = rng.standard_normal((k,) + mu.shape).astype(model.dtype)
-            z, _ = ops.reparameterize(mu, logvar, eps)  # (k, b, latent_dim)
-            out = model.decode(z.reshape(-1, model.latent_dim), check=False)
-            x_repeated = np.broadcast_to(xb, (k,) + xb.shape).reshape(-1, xb.shape[1])
-            log_px = model.likelihood.log_prob(x_repeated, out, model.params, model.backend).reshape(k, -1)
-            log_w = (log_px + model.prior.log_prob(z, model.params)[0]
-                     - ops.reparameterized_log_prob(eps, logvar)[0]).astype(np.float64)
+            eps = model.draw_noise(xb.shape[0], rng, samples=min(n_draws, K - k0))
+            log_px, kl, _ = model.elbo_terms(xb, eps, "monte_carlo", need_grad=False)   # (k, b) each
+            log_w = (log_px - kl).astype(np.float64)
             new_max = np.maximum(running_max, log_w.max(axis=0))
             running_sum = running_sum * np.exp(running_max - new_max) + np.exp(log_w - new_max).sum(axis=0)
             running_max = new_max

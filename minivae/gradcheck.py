@@ -110,30 +110,41 @@ def check_gradient(f, x, analytic, h=DEFAULT_STEP):
     return rel_error(analytic, numerical_gradient(f, x, h))
 
 
-def check_model_gradients(model, x, eps, keys=None, h=DEFAULT_STEP):
-    """Check every gradient of ``model.loss_and_grads(x, eps)`` against finite differences.
+def check_model_gradients(model, x, eps, keys=None, h=DEFAULT_STEP, objective=None):
+    """Check every gradient of a model's loss against finite differences.
 
-    The loss is deterministic given eps, so each parameter can be perturbed in place and the loss
-    recomputed. Use a model built with ``dtype=np.float64`` and small sizes: the cost is two loss
-    evaluations per scalar parameter.
+    The loss is ``model.loss_and_grads(x, eps)`` (the model's own ELBO), or, given ``objective``,
+    ``objective.loss_and_grads(model, x, eps)`` (any objective of :mod:`minivae.objectives`). It is
+    deterministic given eps, so each parameter can be perturbed in place and the loss recomputed.
+    Use a model built with ``dtype=np.float64`` and small sizes: the cost is two loss evaluations per
+    scalar parameter.
 
     Parameters
     ----------
     model : object with ``params`` (dict of arrays) and ``loss_and_grads(x, eps=...)``
     x : (N, input_dim) array
-    eps : (N, latent_dim) array of standard normal draws
+    eps : the noise: (N, latent_dim) standard normal draws for the ELBO, or what
+        ``objective.draw_noise`` returns ((k, N, latent_dim) for IWAE)
     keys : iterable of parameter names (default: all)
     h : float, the step
+    objective : None (the model's own loss) or an objective
 
     Returns
     -------
     dict name -> relative error
     """
-    _, grads = model.loss_and_grads(x, eps=eps)
+    if objective is None:
+        def loss_and_grads():
+            return model.loss_and_grads(x, eps=eps)
+    else:
+        x_checked = model.check_x(x) if hasattr(model, "check_x") else x
+
+        def loss_and_grads():
+            return objective.loss_and_grads(model, x_checked, eps)[:2]
+    _, grads = loss_and_grads()
     errors = {}
     for key in (model.params if keys is None else keys):
-        numerical = numerical_gradient(lambda _: model.loss_and_grads(x, eps=eps)[0],
-                                       model.params[key], h)
+        numerical = numerical_gradient(lambda _: loss_and_grads()[0], model.params[key], h)
         errors[key] = rel_error(grads[key], numerical)
     return errors
 

@@ -487,6 +487,23 @@ def log_softmax(logits):
     return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
 
 
+def log_softmax_backward(dout, log_probs):
+    """Backward of :func:`log_softmax`, from its output.
+
+    With p = softmax(l):  d log p_i / d l_k = [i = k] - p_k, so  dL/dl_k = dout_k - p_k Σ_i dout_i.
+
+    Parameters
+    ----------
+    dout : (..., L) array, dL/d log softmax(l)
+    log_probs : (..., L) array, the output of :func:`log_softmax`
+
+    Returns
+    -------
+    dlogits : (..., L) array
+    """
+    return dout - np.exp(log_probs) * np.sum(dout, axis=-1, keepdims=True)
+
+
 # --------------------------------------------------------------------------------------------------
 # Log-likelihoods of the data given the decoder's output
 # --------------------------------------------------------------------------------------------------
@@ -702,6 +719,11 @@ def accumulate(grads, key, value):
         grads[key] += value
     else:
         grads[key] = value
+
+
+def complete_grads(grads, params):
+    """``grads`` in the order of ``params``, with zeros for parameters the loss does not depend on."""
+    return {key: grads[key] if key in grads else np.zeros_like(value) for key, value in params.items()}
 
 
 def _sum_to_shape(a, shape):

@@ -35,6 +35,10 @@ class History:
     train_loss : list of float, the mean training loss of each epoch (over its examples), nats
     train_rate, train_distortion : list of float, the mean KL and -log p(x|z) of each epoch, when the
         objective reports them
+    train_stats : dict name -> list of float, every other per-batch figure the objective reports
+        (the IWAE bound's effective sample size, say), averaged over each epoch's examples
+    active_units : list of int, the active latent dimensions after each epoch (on the validation
+        data; see :meth:`minivae.VAE.active_units`)
     val_loss : list of float, the validation -ELBO after each epoch (empty without validation data)
     best_epoch : int or None, the epoch (1-based) whose parameters the model holds at the end
     best_val_loss : float or None, val_loss[best_epoch - 1]
@@ -43,12 +47,16 @@ class History:
     seconds : float, wall-clock time of the whole fit
     stopped_early : bool, whether patience ran out before ``epochs``
     interrupted : bool, whether a KeyboardInterrupt (Ctrl-C) ended the fit
-    interrupted_at : dict or None, ``{"epoch": E, "step": S}`` (1-based) where it was interrupted
+    interrupted_at : dict or None, ``{"epoch": E, "step": S}`` (1-based) where it was interrupted;
+        step 0 means before the first step of epoch E (epoch E - 1 and its validation had finished,
+        or were being validated)
     """
 
     train_loss: list = field(default_factory=list)
     train_rate: list = field(default_factory=list)
     train_distortion: list = field(default_factory=list)
+    train_stats: dict = field(default_factory=dict)
+    active_units: list = field(default_factory=list)
     val_loss: list = field(default_factory=list)
     best_epoch: int = None
     best_val_loss: float = None
@@ -122,6 +130,10 @@ def fit(model, x_train, x_val=None, objective=None, epochs=REFERENCE.max_epochs,
         if not callable(getattr(objective, method, None)):
             raise TypeError(f"objective must have a method {method}(); got {type(objective).__name__}")
     epochs = positive_int(epochs, "epochs")
+    warmup = getattr(objective, "warmup", None)
+    if warmup is not None and warmup > epochs:
+        raise ValueError(f"the objective's warm-up takes {warmup} epochs, longer than the run (epochs={epochs}): "
+                         f"the KL would never reach its full weight")
     batch_size = positive_int(batch_size, "batch_size")
     val_samples = positive_int(val_samples, "val_samples")
     if patience is not None:
@@ -169,7 +181,7 @@ class _Trainer:
         if self.verbose and history.stopped_early:
             print(f"stopped after {history.epochs} epochs: no better validation -ELBO for {patience} epochs; "
                   f"kept epoch {history.best_epoch} ({history.best_val_loss:.3f})")
-        if history.interrupted:
+        if history.interrupted and self.verbose:
             kept = ("the initial parameters" if history.best_epoch is None and x_val is not None else
                     f"the parameters of epoch {history.best_epoch}" if x_val is not None else
                     "the last parameters" + (" (their average)" if self.average is not None else ""))
@@ -184,6 +196,8 @@ class _Trainer:
         n_batches = -(-n // batch_size)
         for epoch in range(1, epochs + 1):
             epoch_start = time.perf_counter()
+            if callable(getattr(self.objective, "start_epoch", None)):
+                self.objective.start_epoch(epoch)  # schedules, such as the KL warm-up
             order = rng.permutation(n)
             totals = {}
             for step in range(n_batches):
@@ -201,9 +215,13 @@ class _Trainer:
                     totals[name] = totals.get(name, 0.0) + value * batch.shape[0]
             self.where = None
             history.train_loss.append(totals["loss"] / n)
-            if "rate" in totals and "distortion" in totals:
-                history.train_rate.append(totals["rate"] / n)
-                history.train_distortion.append(totals["distortion"] / n)
+            for name, total in totals.items():
+                if name == "rate":
+                    history.train_rate.append(total / n)
+                elif name == "distortion":
+                    history.train_distortion.append(total / n)
+                elif name != "loss":
+                    history.train_stats.setdefault(name, []).append(total / n)
             history.steps += n_batches
             history.epochs = epoch
 
@@ -213,8 +231,11 @@ class _Trainer:
                 if self.average is not None:
                     current = self.copy_params()
                     model.set_params(self.average)
-                val_loss = -float(np.mean(model.elbo(x_val, n_samples=val_samples, rng=rng)))
+                with np.errstate(over="ignore", invalid="ignore"):  # a diverging model: the check below says so
+                    val_loss = -float(np.mean(model.elbo(x_val, n_samples=val_samples, rng=rng)))
                 history.val_loss.append(val_loss)
+                if x_val.shape[0] >= 2:
+                    history.active_units.append(model.active_units(x_val))
                 improved = history.best_val_loss is None or val_loss < history.best_val_loss
                 if improved:
                     history.best_epoch, history.best_val_loss = epoch, val_loss

@@ -6,21 +6,26 @@
     prior        p(z), N(0, I) by default              :mod:`minivae.priors`
     ELBO(x)    = E_q[log p(x|z)] - KL(q(z|x) || p(z))  ≤ log p(x)
 
-The VAE holds the pieces and the parameters and offers encode, decode, sample, save and load. It
-computes no loss itself: the training loss and its hand-written backward are the objective's
-(:class:`minivae.objectives.ELBO`, whose ``loss_and_grads`` reads as one chain of leaf operations,
-forward then backward), and the evaluation measures are in :mod:`minivae.evaluate`.
-:meth:`VAE.loss_and_grads`, :meth:`VAE.elbo` and :meth:`VAE.log_likelihood` are thin calls into them.
+The VAE holds the pieces and the parameters and offers encode, decode, sample, save and load, and
+the two terms every ELBO-like objective is made of, per sample: :meth:`VAE.elbo_terms` computes
+log p(x|z) and the KL as one chain of leaf operations (encoder, reparameterization, decoder,
+likelihood, prior), and :meth:`VAE.elbo_terms_backward` runs the same chain backward by hand. It
+computes no loss: the objectives of :mod:`minivae.objectives` combine the terms into one (the ELBO,
+the IWAE bound), and :mod:`minivae.evaluate` into the measures (the ELBO's parts, the
+importance-weighted log p(x)). :meth:`VAE.loss_and_grads`, :meth:`VAE.elbo` and
+:meth:`VAE.log_likelihood` are thin calls into them.
 """
 
 import json
 import os
+import types
 
 import numpy as np
 
 from . import backend as backends
-from . import evaluate
+from . import evaluate, ops
 from .checks import check_rng, positive_int
+from .files import atomic_path
 from .layers import ACTIVATIONS, MLP, LeakyReLU
 from .likelihoods import LIKELIHOODS, make_likelihood
 from .objectives import ELBO, KL_METHODS
@@ -78,15 +83,26 @@ class VAE:
                  slope=REFERENCE.leaky_relu_slope, likelihood=REFERENCE.likelihood,
                  num_values=REFERENCE.num_values, variance=1.0, learn_variance=False, prior=None, kl=None,
                  beta=1.0, seed=0, dtype=np.float32, backend=None):
-        self.config = _checked_config(input_dim, latent_dim, hidden, activation, slope, likelihood, num_values,
-                                      variance, learn_variance, kl, beta, seed, dtype)
-        config = self.config
-        self.input_dim, self.latent_dim = config["input_dim"], config["latent_dim"]
+        config = self.checked_config(input_dim=input_dim, latent_dim=latent_dim, hidden=hidden,
+                                     activation=activation, slope=slope, likelihood=likelihood,
+                                     num_values=num_values, variance=variance, learn_variance=learn_variance,
+                                     kl=kl, beta=beta, seed=seed, dtype=dtype)
+        self.build(config, prior, backend)
+
+    def build(self, config, prior, backend):
+        """Set up the pieces and fresh parameters from checked settings (the constructor's work, shared
+        with subclasses such as :class:`minivae.hierarchical.TwoLevelVAE`)."""
+        self.config = config
+        self.input_dim = config["input_dim"]
+        self.latent_dim = config["latent_dim"] if "latent_dim" in config else config["latent_dims"][0]
         self.hidden = tuple(config["hidden"])
         self.kl_method, self.beta, self.dtype = config["kl"], config["beta"], np.dtype(config["dtype"])
         self.backend = None if backend is None else backends.check_backend(backend)
         self.prior = make_prior(prior)
-        self.likelihood, self.encoder, self.decoder = _networks(config)
+        self.likelihood, networks = self.network_layout(config)
+        for name, network in networks.items():
+            setattr(self, name, network)
+        self.prior.bind(self)
         if self.kl_method == "analytic" and not self.prior.analytic_kl:
             raise ValueError(f"kl='analytic' needs a prior with a closed-form KL; the {self.prior.name} prior "
                              f"has none: use kl='monte_carlo' (or None)")
@@ -94,11 +110,28 @@ class VAE:
         init_seed, sampling_seed = np.random.SeedSequence(config["seed"]).spawn(2)
         init_rng = np.random.default_rng(init_seed)
         self.params = {}
-        self.params.update(self.encoder.init_params(init_rng, self.dtype))
-        self.params.update(self.decoder.init_params(init_rng, self.dtype))
+        for network in networks.values():
+            self.params.update(network.init_params(init_rng, self.dtype))
         self.params.update(self.likelihood.init_params(self.dtype))
-        self.params.update(self.prior.init_params(self.latent_dim, init_rng, self.dtype))
+        self.params.update(self.prior.init_params(self.prior_dim(config), init_rng, self.dtype))
         self.rng = np.random.default_rng(sampling_seed)
+
+    @classmethod
+    def checked_config(cls, **settings):
+        """The constructor's settings, checked, as the JSON-serialisable dict ``model.config``."""
+        return checked_config(**settings)
+
+    @classmethod
+    def network_layout(cls, config):
+        """The likelihood and the networks (name -> :class:`~minivae.layers.MLP`, in parameter order)
+        that ``config`` describes, without parameters."""
+        likelihood, encoder, decoder = build_networks(config)
+        return likelihood, {"encoder": encoder, "decoder": decoder}
+
+    @classmethod
+    def prior_dim(cls, config):
+        """The number of latent dimensions the prior is over."""
+        return config["latent_dim"]
 
     # ---------------------------------------------------------------------------------------------
     # The training loss: the objective's, forward then backward by hand
@@ -114,7 +147,8 @@ class VAE:
         loss = 1/N Σ_n [-log p(x_n|z_n) + β KL(q(z|x_n) || p(z))],  z_n = mu_n + exp(logvar_n / 2) * eps_n,
 
         a single-sample estimate of the mean -ELBO (exact in the KL term when it is analytic). The
-        computation is :meth:`minivae.objectives.ELBO.loss_and_grads`: step into it to follow the chain.
+        computation is :meth:`minivae.objectives.ELBO.loss_and_grads`, which combines the terms of
+        :meth:`elbo_terms` and their backward :meth:`elbo_terms_backward`: step into them to follow the chain.
 
         Parameters
         ----------
@@ -130,11 +164,121 @@ class VAE:
         x = self.check_x(x)
         objective = self.objective()
         if eps is None:
-            eps = objective.draw_noise(self, x.shape[0], self._rng(rng))
+            eps = self.draw_noise(x.shape[0], self._rng(rng))
         else:
             eps = self._check_eps(eps, x.shape[0])
         loss, grads, _ = objective.loss_and_grads(self, x, eps)
         return loss, grads
+
+    # ---------------------------------------------------------------------------------------------
+    # The terms of the ELBO per sample, forward then backward by hand: what every objective combines
+    # ---------------------------------------------------------------------------------------------
+
+    @property
+    def noise_dim(self):
+        """The numbers of standard normal noise one sample takes (the last axis of :meth:`draw_noise`)."""
+        return self.latent_dim
+
+    def widest_layer(self):
+        """The most numbers one row of x takes in any layer (what bounds an evaluation pass's memory)."""
+        return max(max(self.encoder.sizes), max(self.decoder.sizes))
+
+    def draw_noise(self, n, rng, samples=None):
+        """eps ~ N(0, I) for n examples: (n, latent_dim), or (samples, n, latent_dim), in the model's dtype."""
+        shape = (n, self.latent_dim) if samples is None else (samples, n, self.latent_dim)
+        return rng.standard_normal(shape).astype(self.dtype)
+
+    def elbo_terms(self, x, eps, kl="analytic", need_grad=True):
+        """log p(x|z) and the KL term of each sample z = mu + exp(½ logvar) · eps: the ELBO is their difference.
+
+        x -> encoder -> (mu, logvar) -> z -> decoder -> log p(x|z);  and the KL, either
+
+        * "analytic": KL(q(z|x) || p(z)) in closed form (the prior's ``kl``), the same for every sample;
+        * "monte_carlo": log q(z|x) - log p(z) at each sample (any prior);
+        * "per_dimension": the closed-form KL of each latent dimension, (N, latent_dim) (free bits).
+
+        Parameters
+        ----------
+        x : (N, input_dim) array, checked (:meth:`check_x`)
+        eps : (N, latent_dim) array, or (S, N, latent_dim) for S samples per example
+        kl : "analytic", "monte_carlo" or "per_dimension"
+        need_grad : bool; False keeps no cache (evaluation)
+
+        Returns
+        -------
+        log_px : (N,) or (S, N) array
+        kl : array of log_px's shape ((N, latent_dim) for "per_dimension")
+        cache : what :meth:`elbo_terms_backward` needs (None when need_grad is False)
+        """
+        params, backend, L, N = self.params, self.backend, self.latent_dim, x.shape[0]
+        samples = eps.shape[:-2]  # () or (S,)
+        h, encoder_cache = self.encoder.forward(params, x, backend)
+        mu, logvar = h[:, :L], h[:, L:]
+        z, reparameterize_cache = ops.reparameterize(mu, logvar, eps)
+        out, decoder_cache = self.decoder.forward(params, np.ascontiguousarray(z.reshape(-1, L)), backend)
+        x_rows = np.broadcast_to(x, samples + x.shape).reshape(-1, x.shape[1]) if samples else x
+        if need_grad:
+            log_px, likelihood_cache = self.likelihood.forward(x_rows, out, params, backend)
+        else:
+            log_px, likelihood_cache = self.likelihood.log_prob(x_rows, out, params, backend), None
+        log_px = log_px.reshape(samples + (N,))
+        if kl == "analytic":
+            kl_value, kl_cache = self.prior.kl(mu, logvar, params)
+            kl_value = np.broadcast_to(kl_value, samples + (N,))
+        elif kl == "per_dimension":
+            if samples:
+                raise ValueError("kl='per_dimension' takes one sample per example, eps (N, latent_dim)")
+            kl_value, kl_cache = self.prior.kl_per_dimension(mu, logvar, params)
+        elif kl == "monte_carlo":
+            log_qz, q_cache = ops.reparameterized_log_prob(eps, logvar)
+            log_pz, prior_cache = self.prior.log_prob(z, params)
+            kl_value, kl_cache = log_qz - log_pz, (q_cache, prior_cache)
+        else:
+            raise ValueError(f"kl must be 'analytic', 'monte_carlo' or 'per_dimension'; got {kl!r}")
+        if not need_grad:
+            return log_px, kl_value, None
+        cache = (kl, encoder_cache, reparameterize_cache, decoder_cache, likelihood_cache, kl_cache, z.shape)
+        return log_px, kl_value, cache
+
+    def elbo_terms_backward(self, dlog_px, dkl, cache):
+        """Backward of :meth:`elbo_terms`: the gradient of every parameter, given dL/dlog p(x|z) and dL/dKL.
+
+        The chain rule, one step at a time, from the likelihood back to the encoder:
+        likelihood -> decoder -> dL/dz; the KL's own gradient (analytic: to mu and logvar directly;
+        Monte Carlo: -log p(z) reaches z, log q at its own sample reaches logvar alone); then
+        z = mu + std · eps takes dL/dz to mu and logvar, and the encoder takes them to its weights.
+
+        Parameters
+        ----------
+        dlog_px : array of log_px's shape, dL/dlog p(x|z)
+        dkl : array of the KL's shape, dL/dKL
+        cache : from :meth:`elbo_terms`
+
+        Returns
+        -------
+        grads : dict with the keys, shapes and order of ``params``
+        """
+        kl, encoder_cache, reparameterize_cache, decoder_cache, likelihood_cache, kl_cache, z_shape = cache
+        params, backend = self.params, self.backend
+        grads = {}
+        dlog_px = np.asarray(dlog_px, dtype=self.dtype)
+        dkl = np.asarray(dkl, dtype=self.dtype)
+        dout = self.likelihood.backward(dlog_px.reshape(-1), likelihood_cache, grads)
+        dz = self.decoder.backward(dout, decoder_cache, grads, backend=backend).reshape(z_shape)
+        if kl == "analytic":
+            dmu_kl, dlogvar_kl = self.prior.kl_backward(dkl.reshape(-1, dkl.shape[-1]).sum(axis=0), kl_cache, grads)
+        elif kl == "per_dimension":
+            dmu_kl, dlogvar_kl = self.prior.kl_per_dimension_backward(dkl, kl_cache, grads)
+        else:
+            # KL = log q(z|x) - log p(z): -log p(z) reaches z (then mu and logvar through the sample);
+            # log q at its own sample depends on logvar alone (see ops.reparameterized_log_prob)
+            q_cache, prior_cache = kl_cache
+            dz = dz + self.prior.log_prob_backward(-dkl, prior_cache, grads)
+            dmu_kl, dlogvar_kl = ops.reparameterized_log_prob_backward(dkl, q_cache)
+        dmu, dlogvar = ops.reparameterize_backward(dz, reparameterize_cache)
+        dh = np.concatenate([dmu + dmu_kl, dlogvar + dlogvar_kl], axis=1)
+        self.encoder.backward(dh, encoder_cache, grads, need_dx=False, backend=backend)
+        return ops.complete_grads(grads, params)
 
     # ---------------------------------------------------------------------------------------------
     # Encoder, decoder, sampling
@@ -303,20 +447,13 @@ class VAE:
         so an interrupted or failed save leaves any earlier file at ``path`` whole.
         """
         config = dict(self.config, beta=self.beta, kl=self.kl_method,  # public attributes that may have changed
-                      prior=dict(self.prior.config(), name=self.prior.name))
+                      prior=dict(self.prior.config(), name=self.prior.name), model=type(self).__name__)
         path = os.fspath(path)
         if not path.endswith(".npz"):
-            path += ".npz"  # what np.savez would do; the rename below needs the final name
-        temporary = f"{path}.tmp-{os.getpid()}"
-        try:
+            path += ".npz"  # what np.savez would do; the rename needs the final name
+        with atomic_path(path) as temporary:
             with open(temporary, "wb") as file:
                 np.savez(file, **{CONFIG_KEY: np.array(json.dumps(config))}, **self.params)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
 
     @classmethod
     def load(cls, path, prior=None):
@@ -352,15 +489,22 @@ class VAE:
                              f"minivae's {sorted(PRIORS)}: pass the prior, VAE.load(path, prior=MyPrior(...))")
         else:
             prior = make_prior(prior_spec)
+        kinds = {model_class.__name__: model_class for model_class in _model_classes()}
+        kind = config.pop("model", "VAE")
+        if kind not in kinds or not issubclass(kinds[kind], cls):
+            raise ValueError(f"{path} holds a {kind!r} model; load it with {kind}.load")
+        target = kinds[kind]
         try:
-            config = _checked_config(**config)
+            config = target.checked_config(**config)
         except TypeError as error:
-            raise ValueError(f"{path}: the model settings do not fit a VAE ({error})") from None
-        likelihood, encoder, decoder = _networks(config)
-        expected = {**encoder.param_shapes(), **decoder.param_shapes(), **likelihood.param_shapes(),
-                    **prior.param_shapes(config["latent_dim"])}
-        _check_shapes(arrays, expected, f"{path}: ")
-        model = cls(**config, prior=prior)
+            raise ValueError(f"{path}: the model settings do not fit a {kind} ({error})") from None
+        likelihood, networks = target.network_layout(config)
+        prior.bind(types.SimpleNamespace(backend=None, **networks))  # for its shapes; the model binds it again
+        expected = {key: shape for network in networks.values() for key, shape in network.param_shapes().items()}
+        expected.update(likelihood.param_shapes())
+        expected.update(prior.param_shapes(target.prior_dim(config)))
+        check_shapes(arrays, expected, f"{path}: ", "its settings ask for")
+        model = target(**config, prior=prior)
         model.set_params(arrays)
         return model
 
@@ -371,7 +515,7 @@ class VAE:
 
     def set_params(self, arrays):
         """Copy ``arrays`` (name -> array) into ``params`` in place, after checking names and shapes."""
-        _check_shapes(arrays, {key: value.shape for key, value in self.params.items()})
+        check_shapes(arrays, {key: value.shape for key, value in self.params.items()})
         for key, value in arrays.items():
             self.params[key][...] = value
 
@@ -425,13 +569,13 @@ class VAE:
         return converted
 
     def _check_eps(self, eps, n):
-        eps = self._check_array(eps, "eps", self.latent_dim, "latent_dim")
+        eps = self._check_array(eps, "eps", self.noise_dim, "noise_dim")
         if eps.shape[0] != n:
             raise ValueError(f"eps has {eps.shape[0]} rows; x has {n}")
         return np.ascontiguousarray(eps)
 
 
-def _checked_config(input_dim, latent_dim, hidden, activation, slope=REFERENCE.leaky_relu_slope,
+def checked_config(input_dim, latent_dim, hidden, activation, slope=REFERENCE.leaky_relu_slope,
                     likelihood=REFERENCE.likelihood, num_values=REFERENCE.num_values, variance=1.0,
                     learn_variance=False, kl=None, beta=1.0, seed=0, dtype=np.float32):
     """The VAE's settings, checked, as the JSON-serialisable dict ``model.config``."""
@@ -454,12 +598,13 @@ def _checked_config(input_dim, latent_dim, hidden, activation, slope=REFERENCE.l
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"dtype must be float32 or float64; got {dtype}")
     make_likelihood(likelihood, num_values, variance, learn_variance)  # checks its options
+    check_network_size(input_dim, latent_dim, hidden, likelihood, num_values)
     return dict(input_dim=input_dim, latent_dim=latent_dim, hidden=list(hidden), activation=activation,
                 slope=float(slope), likelihood=likelihood, num_values=int(num_values), variance=float(variance),
                 learn_variance=bool(learn_variance), kl=kl, beta=float(beta), seed=int(seed), dtype=dtype.name)
 
 
-def _networks(config):
+def build_networks(config):
     """The likelihood, the encoder and the decoder that ``config`` describes (no parameters yet)."""
     likelihood = make_likelihood(config["likelihood"], config["num_values"], config["variance"],
                                  config["learn_variance"])
@@ -470,7 +615,7 @@ def _networks(config):
     return likelihood, encoder, decoder
 
 
-def _check_shapes(arrays, expected, where=""):
+def check_shapes(arrays, expected, where="", expects="this model expects"):
     """ValueError unless ``arrays`` has exactly the names of ``expected``, each with its shape."""
     missing = [key for key in expected if key not in arrays]
     unexpected = [key for key in arrays if key not in expected]
@@ -479,5 +624,38 @@ def _check_shapes(arrays, expected, where=""):
                          f"unexpected {unexpected}")
     for key, value in arrays.items():
         if np.shape(value) != tuple(expected[key]):
-            raise ValueError(f"{where}parameter {key!r} has shape {np.shape(value)}; this model expects "
+            raise ValueError(f"{where}parameter {key!r} has shape {np.shape(value)}; {expects} "
                              f"{tuple(expected[key])}")
+
+
+MAX_NETWORK_PARAMETERS = 2 ** 31  # ~8 GB of float32 weights: settings beyond this are a mistake, not a model
+
+
+def network_size(input_dim, latent_dim, hidden, likelihood="gaussian", num_values=2):
+    """The number of weights and biases of a VAE's encoder and decoder, computed without building them.
+
+    The encoder maps input_dim -> hidden -> 2 latent_dim, the decoder latent_dim -> reversed hidden ->
+    input_dim (times num_values for the categorical likelihood); a layer has in · out + out numbers.
+    """
+    output = input_dim * (num_values if likelihood == "categorical" else 1)
+    widths = [input_dim, *hidden, 2 * latent_dim], [latent_dim, *hidden[::-1], output]
+    return sum(a * b + b for sizes in widths for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def check_network_size(input_dim, latent_dim, hidden, likelihood="gaussian", num_values=2):
+    """ValueError when the settings ask for more than MAX_NETWORK_PARAMETERS weights, before any is made."""
+    count = network_size(input_dim, latent_dim, hidden, likelihood, num_values)
+    if count > MAX_NETWORK_PARAMETERS:
+        raise ValueError(f"these settings ask for {count:,} weights (input_dim={input_dim}, latent_dim={latent_dim}, "
+                         f"hidden={tuple(hidden)}, num_values={num_values}); more than {MAX_NETWORK_PARAMETERS:,} "
+                         f"is not a model this library can hold")
+
+
+def _model_classes():
+    """VAE and every subclass of it, however deep."""
+    found, todo = [], [VAE]
+    while todo:
+        model_class = todo.pop()
+        found.append(model_class)
+        todo.extend(model_class.__subclasses__())
+    return found

@@ -56,8 +56,41 @@ def test_training_steps_of_both_backends_are_timed(quick_results):
     assert "torch" in {backend for backend, _ in steps}  # reported even when skipped or not installed
 
 
+def test_the_model_familys_steps_are_timed(quick_results):
+    family = {(s["variant"], s["backend"]): s for s in quick_results["family_steps"]}
+    assert set(family) == {(variant, backend) for variant in bench.FAMILY_STEPS
+                           for backend in ("numpy", "numba", "torch")}
+    for (variant, backend), s in family.items():
+        if backend == "torch":
+            assert s["status"] == "skipped (--quick)"
+        else:
+            assert s["status"] == "ok" and positive(s["ms_per_step"])
+    # an IWAE(50) step decodes 50 samples of every image: it costs more than the reference step
+    reference = {s["backend"]: s["ms_per_step"] for s in quick_results["steps"] if s["threads"] == 1
+                 and "ms_per_step" in s}
+    assert family["iwae50", "numba"]["ms_per_step"] > reference["numba"]
+    assert "model family" in bench.format_results(quick_results)
+
+
+def test_a_busy_machine_is_named_in_the_report(quick_results):
+    results = dict(quick_results, load_before=[9.5, 9.0, 8.0], busy=None)
+    results["busy"] = bench.busy_reasons(results)
+    assert any("load average before the run was 9.5" in reason for reason in results["busy"])
+    text = bench.format_results(results)
+    assert text.splitlines()[2].startswith("WARNING: the machine was busy")
+    quiet = dict(quick_results, load_before=[0.1, 0.1, 0.1], load_after=[0.1, 0.1, 0.1],
+                 steps=[dict(s, spread=1.01) for s in quick_results["steps"] if "ms_per_step" in s],
+                 family_steps=[dict(s, spread=1.01) for s in quick_results["family_steps"] if "ms_per_step" in s])
+    assert bench.busy_reasons(quiet) == []
+    noisy = dict(quiet, steps=[dict(quiet["steps"][0], spread=1.6)])
+    assert "disagree between repeats by more than 25%" in bench.busy_reasons(noisy)[0]
+
+
 def test_memory_and_compile_time_are_positive(quick_results):
     memory = quick_results["memory"]
+    mnist = memory["mnist_training"]
+    assert mnist["status"] == "ok" and mnist["rows"] == 600 and positive(mnist["maxrss_mib"])
+    assert mnist["n_params"] > 700_000  # 784 -> 512 -> 256 -> 32, and back
     assert positive(memory["baseline_mib"]) and positive(memory["baseline_kernels_mib"])
     assert positive(memory["training"]["maxrss_mib"])
     assert memory["training"]["maxrss_mib"] >= memory["baseline_mib"]

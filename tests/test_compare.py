@@ -190,3 +190,32 @@ def test_importing_compare_loads_neither_matplotlib_nor_numba():
             "print(sorted(m for m in ('matplotlib', 'numba', 'scipy') if m in sys.modules))")
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"
+
+
+def test_a_train_run_that_cannot_give_numbers_is_refused_before_any_training(tmp_path, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("compare trained before checking train_run")
+
+    monkeypatch.setattr(linear_vae, "train_linear_vae", no_training)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"interrupted": True, "data": "digits"}))
+    with pytest.raises(ValueError, match="was interrupted and has no test numbers"):
+        compare.compare(latent_sizes=(2,), quick=True, train_run=run)
+    (run / "summary.json").write_text("{not json")
+    with pytest.raises(ValueError, match="summary.json cannot be read"):
+        compare.compare(latent_sizes=(2,), quick=True, train_run=run)
+    (run / "summary.json").write_text(json.dumps({"data": "digits", "test_nelbo": 96.0}))
+    with pytest.raises(ValueError, match=r"summary.json has no \['test_nll'\]"):
+        compare.compare(latent_sizes=(2,), quick=True, train_run=run)
+
+
+def test_outputs_are_written_as_a_whole_and_stale_figures_removed(tmp_path):
+    out = tmp_path / "c"
+    out.mkdir()
+    (out / "compare_curves_q7.png").write_bytes(b"an earlier run's figure")
+    result = compare.compare(latent_sizes=(2,), seed=0, quick=True, linear_steps=30, nonlinear=False)
+    written = compare.write_outputs(result, out)
+    assert sorted(path.name for path in out.iterdir()) == sorted(path.name for path in written)
+    assert written[-1].name == "compare.json" and not (out / "compare_curves_q7.png").exists()
+    assert json.loads((out / "compare.json").read_text())["settings"]["latent_sizes"] == [2]

@@ -451,3 +451,96 @@ def test_split_errors():
         split(x, rng=42)
     with pytest.raises(ValueError, match="training rows"):
         split(np.zeros((2, 2)), val_fraction=0.4, test_fraction=0.4)
+
+
+# --------------------------------------------------------------------------------------------
+# Files as people have them
+# --------------------------------------------------------------------------------------------
+
+from minivae.datasets import as_labels, check_values, load_labels, split_label_column  # noqa: E402
+
+
+def test_utf8_byte_order_mark_keeps_the_first_row(tmp_path, table):
+    text = _as_lines(table, ",")
+    (tmp_path / "excel.csv").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    (tmp_path / "excel_header.csv").write_bytes(b"\xef\xbb\xbf" + ("a,b,c,d\n" + text).encode("utf-8"))
+    assert np.array_equal(load_array(tmp_path / "excel.csv"), table)
+    assert np.array_equal(load_array(tmp_path / "excel_header.csv"), table)
+
+
+def test_utf16_with_a_mark_and_semicolons_and_tabs(tmp_path, table):
+    (tmp_path / "unicode.txt").write_bytes(_as_lines(table, "\t").encode("utf-16"))  # Excel's "Unicode text"
+    assert np.array_equal(load_array(tmp_path / "unicode.txt"), table)
+    _write_text(tmp_path / "semicolons.csv", "a;b;c;d\n" + _as_lines(table, ";"))
+    assert np.array_equal(load_array(tmp_path / "semicolons.csv"), table)
+
+
+def test_another_encoding_is_named(tmp_path, table):
+    (tmp_path / "latin.csv").write_bytes(("poids,hauteur,âge,x\n" + _as_lines(table, ",")).encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin.csv' is not UTF-8 text: byte 0xe2 on line 1"):
+        load_array(tmp_path / "latin.csv")
+
+
+def test_empty_and_non_numeric_cells_are_named_by_row_and_column(tmp_path):
+    _write_text(tmp_path / "gap.csv", "a,b,c\n1,2,3\n4,,6\n")
+    with pytest.raises(ValueError, match=r"data row 2 \(line 3\), column 2 is empty"):
+        load_array(tmp_path / "gap.csv")
+    _write_text(tmp_path / "word.csv", "1,2,3\n4,five,6\n")
+    with pytest.raises(ValueError, match=r"data row 2 \(line 2\), column 2 holds 'five'"):
+        load_array(tmp_path / "word.csv")
+    _write_text(tmp_path / "ragged.csv", "1,2,3\n4,5\n")
+    with pytest.raises(ValueError, match=r"data row 2 \(line 2\) has 2 fields; the rows before it have 3"):
+        load_array(tmp_path / "ragged.csv")
+
+
+def test_damaged_archives_and_compressed_files_say_so(tmp_path, table):
+    np.savez(tmp_path / "x.npz", x=table)
+    data = (tmp_path / "x.npz").read_bytes()
+    (tmp_path / "x.npz").write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match="x.npz' is not a readable .npz archive"):
+        load_array(tmp_path / "x.npz")
+    np.save(tmp_path / "x.npy", table)
+    data = (tmp_path / "x.npy").read_bytes()
+    (tmp_path / "x.npy").write_bytes(data[:len(data) - 8])
+    with pytest.raises(ValueError, match="x.npy' is a damaged .npy file"):
+        load_array(tmp_path / "x.npy")
+    (tmp_path / "x.csv.gz").write_bytes(gzip.compress(_as_lines(table, ",").encode())[:-10])
+    with pytest.raises(ValueError, match="x.csv.gz' is a truncated gzip file"):
+        load_array(tmp_path / "x.csv.gz")
+    (tmp_path / "y.csv.gz").write_bytes(_as_lines(table, ",").encode())
+    with pytest.raises(ValueError, match="y.csv.gz' is not a valid gzip file"):
+        load_array(tmp_path / "y.csv.gz")
+
+
+@pytest.mark.parametrize("position", [(0, 0), (2, 1), (4, 3)])
+def test_check_values_names_the_first_nan_infinity_or_float32_overflow(position):
+    row, column = position
+    where = f"row {row + 1}, column {column + 1}"
+    for value, message in ((np.nan, "is NaN"), (np.inf, "is inf"), (-1e39, r"is -1e\+39, beyond the range of float32")):
+        x = np.zeros((5, 4))
+        x[row, column] = value
+        with pytest.raises(ValueError, match=f"data.csv: {where} {message}"):
+            check_values(x, "data.csv", np.float32)
+    x = np.zeros((5, 4))
+    x[row, column] = 1e39
+    assert check_values(x, "data.csv", np.float64) is x  # float64 holds it
+    with pytest.raises(ValueError, match="float32"):
+        check_values(x, "data.csv", np.float32)
+    with np.errstate(over="ignore"):
+        assert np.isinf(x.astype(np.float32)).any()  # why the check runs before the cast
+
+
+def test_labels_from_a_file_or_a_column(tmp_path, table):
+    np.savetxt(tmp_path / "labels.csv", np.array([3, 1, 4, 1, 5]), fmt="%d")
+    assert load_labels(tmp_path / "labels.csv", n=5).tolist() == [3, 1, 4, 1, 5]
+    with pytest.raises(ValueError, match="holds 5 labels; the data has 6 rows"):
+        load_labels(tmp_path / "labels.csv", n=6)
+    with pytest.raises(ValueError, match="integer class labels"):
+        as_labels(np.array([0.5, 1.0]), "labels")
+    data = np.column_stack([table, np.arange(5)])
+    rest, labels = split_label_column(data, -1, "data.csv")
+    assert np.array_equal(rest, table) and labels.tolist() == [0, 1, 2, 3, 4]
+    rest, labels = split_label_column(data[:, ::-1], 0, "data.csv")
+    assert np.array_equal(rest, table[:, ::-1]) and labels.tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="label column 9 does not exist in data.csv, which has 4 columns"):
+        split_label_column(data, 9, "data.csv")

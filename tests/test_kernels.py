@@ -7,8 +7,10 @@ few dtypes and layouts, and cross block boundaries by shrinking the blocking par
 plain arguments of the kernels, so this compiles nothing new).
 """
 
+import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -37,6 +39,12 @@ def assert_within(actual, expected, scale, rtol):
 
 def random(rng, shape, dtype, scale=1.0):
     return (scale * rng.standard_normal(shape)).astype(dtype)
+
+
+@pytest.fixture(autouse=True)
+def hand_written_products(monkeypatch):
+    """These tests are of the hand-written kernel: every product takes it, whatever BLAS would do."""
+    monkeypatch.setattr(K.gemm, "GEMM_ROUTE", "kernel")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -406,3 +414,72 @@ def test_ema_update_matches_ops(dtype):
         K.ema_update(np.zeros((4, 3)).T, np.zeros((3, 4)), 0.5)
     with pytest.raises(ValueError, match="decay must be in"):
         K.ema_update(np.zeros(3), np.zeros(3), 1.5)
+
+
+# --------------------------------------------------------------------------------------------------
+# The route of each product: the kernel or BLAS, measured once per machine and shape
+# --------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def fresh_routes(monkeypatch, tmp_path):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(K.gemm, "_routes", None)
+    monkeypatch.setattr(K.gemm, "GEMM_ROUTE", "auto")
+    return tmp_path
+
+
+def test_routes_are_measured_once_cached_on_disk_and_give_the_same_products(fresh_routes, monkeypatch):
+    measured = []
+    original = K.gemm.measure_route
+
+    def counting(*args):
+        measured.append(args)
+        return original(*args)
+
+    monkeypatch.setattr(K.gemm, "measure_route", counting)
+    rng = np.random.default_rng(0)
+    x, W = random(rng, (64, 40), np.float64), random(rng, (40, 24), np.float64)
+    for _ in range(3):
+        assert_within(K.matmul(x, W), x @ W, np.abs(x) @ np.abs(W), 1e-12)
+    K.matmul(x[:50], W)  # 50 rows round up to the same 64-row decision
+    assert len(measured) == 1
+    path = K.gemm.routes_path()
+    assert path.startswith(str(fresh_routes))
+    saved = json.loads(open(path).read())
+    assert saved == {K.gemm.route_key(False, False, 64, 40, 24, np.float64): K.gemm.product_route(
+        False, False, 64, 40, 24, np.float64)}
+    # a new process (here: a cleared memory) reads the file and measures nothing
+    monkeypatch.setattr(K.gemm, "_routes", None)
+    K.matmul(x, W)
+    assert len(measured) == 1
+
+
+@pytest.mark.parametrize("faster", ["kernel", "blas"])
+def test_the_faster_route_is_chosen(fresh_routes, monkeypatch, faster):
+    slow = {"kernel": K.gemm._kernel_product, "blas": K.gemm._blas_product}
+
+    def slowed(function):
+        def run(*args):
+            time.sleep(0.002)
+            return function(*args)
+        return run
+
+    other = "blas" if faster == "kernel" else "kernel"
+    monkeypatch.setattr(K.gemm, f"_{other}_product", slowed(slow[other]))
+    assert K.gemm.measure_route(False, True, K.gemm.route_key(False, True, 8, 8, 8, np.float32), np.float32) == faster
+
+
+@pytest.mark.parametrize("route", ["kernel", "blas"])
+def test_every_route_computes_the_same_products(route, monkeypatch):
+    monkeypatch.setattr(K.gemm, "GEMM_ROUTE", route)
+    rng = np.random.default_rng(5)
+    for name, (kernel, reference, scale) in PRODUCTS.items():
+        a, b = operands(name, 13, 9, 7, np.float64, rng)
+        assert_within(kernel(a, b), reference(a, b), scale(a, b), 1e-12)
+        out = random(rng, (13, 7), np.float64)
+        start = out.copy()
+        kernel(a, b, out=out, accumulate=True)
+        assert_within(out, start + reference(a, b), np.abs(start) + scale(a, b), 1e-12)
+    monkeypatch.setattr(K.gemm, "GEMM_ROUTE", "fastest")
+    with pytest.raises(ValueError, match="must be 'auto', 'kernel' or 'blas'; got 'fastest'"):
+        K.matmul(np.ones((2, 2)), np.ones((2, 2)))

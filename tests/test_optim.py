@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import minivae
 from minivae.optim import SGD, Adam, Adamax, make_optimizer
 
 
@@ -84,3 +85,28 @@ def test_optimizer_errors_are_named():
         SGD().step({"p": np.zeros(3)}, {"p": np.zeros(2)})
     with pytest.raises(ValueError, match="optimizer must be one of"):
         make_optimizer("rmsprop", 1e-3)
+
+
+@pytest.mark.parametrize("optimizer_class", [minivae.SGD, minivae.Adam, minivae.Adamax])
+def test_state_dict_round_trip_continues_exactly(optimizer_class):
+    # two steps, save the state, three more; a fresh optimizer loaded from the state does the same three
+    rng = np.random.default_rng(0)
+    options = {"momentum": 0.9} if optimizer_class is minivae.SGD else {}
+    grads = [{"a": rng.standard_normal((2, 3)), "b": rng.standard_normal(3)} for _ in range(5)]
+    params = {"a": np.zeros((2, 3)), "b": np.ones(3)}
+    first = optimizer_class(lr=0.1, **options)
+    for g in grads[:2]:
+        first.step(params, g)
+    state = first.state_dict()
+    copy = {key: value.copy() for key, value in params.items()}
+    for g in grads[2:]:
+        first.step(params, g)
+    second = optimizer_class(lr=0.1, **options)
+    second.load_state_dict(state)
+    assert second.t == 2
+    for g in grads[2:]:
+        second.step(copy, g)
+    for key in params:
+        np.testing.assert_array_equal(copy[key], params[key])
+    with pytest.raises(ValueError, match="step count 't'"):
+        second.load_state_dict({})

@@ -305,6 +305,78 @@ def test_checkpoint_that_does_not_match_is_refused(tmp_path):
         minivae.VAE(8, 3, hidden=(5, 5)).load_params(path)
 
 
+def test_a_checkpoint_whose_settings_lie_is_refused_before_anything_is_built(tmp_path):
+    # a few-kB file claiming input_dim = 10**9: building that model would ask for terabytes
+    path = tmp_path / "lying.npz"
+    model = minivae.VAE(8, 3, hidden=(5,))
+    model.save(path)
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    config = json.loads(str(arrays.pop("__config__")))
+    config["input_dim"] = 10 ** 9
+    np.savez(path, __config__=np.array(json.dumps(config)), **arrays)
+    with pytest.raises(ValueError, match=r"these settings ask for 107,000,000,061 weights \(input_dim=1000000000"):
+        minivae.VAE.load(path)
+    config["input_dim"] = 100  # a size that could be built, but not these arrays
+    np.savez(path, __config__=np.array(json.dumps(config)), **arrays)
+    with pytest.raises(ValueError, match=r"lying.npz: parameter 'encoder.0.W' has shape \(8, 5\); its settings "
+                                         r"ask for \(100, 5\)"):
+        minivae.VAE.load(path)
+    config["input_dim"], config["hidden"] = 8, "five"
+    np.savez(path, __config__=np.array(json.dumps(config)), **arrays)
+    with pytest.raises((ValueError, TypeError), match="hidden"):
+        minivae.VAE.load(path)
+
+
+def test_save_is_atomic_a_failed_save_leaves_the_earlier_file_whole(tmp_path, monkeypatch):
+    path = tmp_path / "model.npz"
+    model = minivae.VAE(8, 3, hidden=(5,), seed=1)
+    model.save(path)
+    before = path.read_bytes()
+
+    def failing_savez(file, **arrays):  # writes part of the archive, then the disk is full
+        file.write(b"PK\x03\x04 partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", failing_savez)
+    with pytest.raises(OSError, match="No space left"):
+        minivae.VAE(8, 3, hidden=(5,), seed=2).save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]  # no temporary file left behind
+    np.testing.assert_array_equal(minivae.VAE.load(path).params["encoder.0.W"], model.params["encoder.0.W"])
+
+
+def test_elbo_is_evaluated_in_chunks(monkeypatch):
+    # the decoder never sees more rows than a chunk allows, whatever the number of examples
+    model = minivae.VAE(6, 2, hidden=(4,), num_values=3)
+    x = np.random.default_rng(0).integers(0, 3, (50, 6))
+    widest = max(model.decoder.sizes)
+    monkeypatch.setattr(minivae.evaluate, "EVAL_CHUNK_ELEMENTS", widest * 7)
+    seen = []
+    forward = model.decoder.forward
+
+    def counting_forward(params, z, backend=None):
+        seen.append(z.shape[0])
+        return forward(params, z, backend)
+
+    monkeypatch.setattr(model.decoder, "forward", counting_forward)
+    reconstruction, kl = model.elbo_parts(x, n_samples=3, rng=np.random.default_rng(1))
+    assert reconstruction.shape == kl.shape == (50,) and np.all(np.isfinite(reconstruction))
+    assert max(seen) == 7 and sum(seen) == 3 * 50
+    monkeypatch.undo()
+    # the analytic KL does not depend on the draws: chunked or not, the same numbers
+    np.testing.assert_allclose(kl, model.kl(x), rtol=1e-6)
+
+
+def test_values_beyond_float32_are_refused_not_turned_into_inf():
+    model = minivae.VAE(3, 2, hidden=(4,), likelihood="gaussian")  # float32
+    with pytest.raises(ValueError, match=r"x holds values beyond the range of float32 \(largest magnitude 1e\+39\)"):
+        model.elbo(np.array([[0.0, 1e39, 1.0]]))
+    # in float64 the same value is representable: the model takes it
+    minivae.VAE(3, 2, hidden=(4,), likelihood="gaussian", dtype=np.float64).encode(np.array([[0.0, 1e39, 1.0]]))
+
+
 # ------------------------------------------------------------------------------------------------
 # Bad input
 # ------------------------------------------------------------------------------------------------
