@@ -253,6 +253,8 @@ def reference_model(callback=None, retrain=False):
     history : :class:`minivae.History`
     trained : bool, True if this call trained the model, False if it was read from the cache
     """
+    import numpy as np
+
     from . import datasets
     from .optim import make_optimizer
     from .training import History, fit
@@ -278,8 +280,6 @@ def reference_model(callback=None, retrain=False):
     model = VAE(settings["input_dim"], settings["latent_dim"], hidden=tuple(settings["hidden"]),
                 activation=settings["activation"], likelihood=settings["likelihood"],
                 num_values=settings["num_values"], seed=settings["seed"])
-    import numpy as np
-
     history = fit(model, x_train, x_val, epochs=settings["max_epochs"],
                   batch_size=settings["batch_size"],
                   optimizer=make_optimizer(settings["optimizer"], settings["lr"]),
