@@ -22,8 +22,10 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "fontscale",
     "image_grid",
     "plot_bars",
+    "plot_gaps",
     "plot_history",
     "plot_interpolation",
     "plot_latent",
@@ -31,6 +33,7 @@ __all__ = [
     "plot_reconstructions",
     "plot_samples",
     "save_figure",
+    "set_fontscale",
 ]
 
 # Resolution of saved raster figures: sharp on screen, small files.
@@ -64,9 +67,64 @@ ZOOM_RATIO = 2.0
 # Labels for the −ELBO axis; U+2212 is the typographic minus sign.
 NEG_ELBO_LABEL = "\u2212ELBO (nats per example)"
 
+# Width of plot_gaps' figure: long row names and a log axis with room for the written differences.
+GAPS_WIDTH_INCHES = 8.0
+
+# plot_latent: the longer side of the plot area, the most elongated it may get, the room for tick
+# labels and axis labels (width, height), and for the legend, in inches.
+LATENT_PLOT_INCHES = 4.6
+LATENT_MAX_ASPECT = 2.0
+LATENT_MARGIN_INCHES = (0.9, 0.7)
+LATENT_LEGEND_INCHES = 0.8
+
 # With more classes than this, plot_latent colours by a continuous colormap with a colorbar
 # instead of a legend (tab20 is the largest qualitative palette matplotlib ships).
 MAX_LEGEND_CLASSES = 20
+
+
+# matplotlib's default font size in points; set_fontscale multiplies it. Every other font size of a
+# figure ("small", "large", ...) is relative to it, so one number scales them all.
+BASE_FONT_SIZE = 10.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Fonts for slides
+# ---------------------------------------------------------------------------------------------
+
+def _check_scale(scale):
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
+        raise TypeError(f"scale must be a number such as 1.5; got {type(scale).__name__}")
+    if not 0 < scale <= 10:
+        raise ValueError(f"scale must be in (0, 10]; got {scale}")
+    return float(scale)
+
+
+def set_fontscale(scale):
+    """Make the fonts of every figure made from now on ``scale`` times matplotlib's default size.
+
+    For slides, ``set_fontscale(1.5)``; ``set_fontscale(1)`` goes back. The figures keep their size
+    in inches, so larger fonts take room from the plot. (Sets ``matplotlib.rcParams["font.size"]``;
+    the tutorials call it when ``MINIVAE_FONTSCALE`` is set.)
+
+    Parameters
+    ----------
+    scale : float in (0, 10]
+    """
+    import matplotlib
+
+    matplotlib.rcParams["font.size"] = BASE_FONT_SIZE * _check_scale(scale)
+
+
+def fontscale(scale):
+    """A context manager: the figures made inside it have fonts ``scale`` times the default size.
+
+        with plots.fontscale(1.6):
+            fig = plots.plot_history(history)
+        plots.save_figure(fig, "curves.pdf")
+    """
+    import matplotlib
+
+    return matplotlib.rc_context({"font.size": BASE_FONT_SIZE * _check_scale(scale)})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,7 +352,8 @@ def image_grid(images, image_shape=(8, 8), ncols=None, ax=None, vmin=None, vmax=
     return image
 
 
-def plot_reconstructions(x, x_reconstructed, image_shape=(8, 8), path=None, n=10, vmax=None):
+def plot_reconstructions(x, x_reconstructed, image_shape=(8, 8), path=None, n=10, vmax=None,
+                         title="Data and their reconstructions"):
     """Data on the top row, their reconstructions below, on a shared colour scale.
 
     Parameters
@@ -312,6 +371,8 @@ def plot_reconstructions(x, x_reconstructed, image_shape=(8, 8), path=None, n=10
         How many pairs to show (the first ``n`` rows; fewer if ``batch < n``).
     vmax : float, optional
         Value drawn black; default the largest value of both rows.
+    title : str or None
+        Figure title.
 
     Returns
     -------
@@ -329,7 +390,7 @@ def plot_reconstructions(x, x_reconstructed, image_shape=(8, 8), path=None, n=10
     x, x_reconstructed = x[:n], x_reconstructed[:n]
     vmin, vmax = _color_limits([x, x_reconstructed], None, vmax)
 
-    fig = _new_figure(_grid_figsize(2, n, extra_height=0.1))
+    fig = _new_figure(_grid_figsize(2, n, extra_height=0.4 if title else 0.1))
     fig.set_figwidth(fig.get_figwidth() + 1.1)  # room for the row labels
     ax = fig.add_subplot()
     image_grid(np.concatenate([x, x_reconstructed]), image_shape, ncols=n, ax=ax,
@@ -338,6 +399,8 @@ def plot_reconstructions(x, x_reconstructed, image_shape=(8, 8), path=None, n=10
     ax.set_yticks([(height - 1) / 2, height + GAP_PIXELS + (height - 1) / 2],
                   ["data", "reconstruction"])
     ax.tick_params(axis="y", length=0)
+    if title:
+        ax.set_title(title)
     return _finish(fig, path)
 
 
@@ -376,7 +439,8 @@ def plot_samples(samples, image_shape=(8, 8), path=None, ncols=10,
     return _finish(fig, path)
 
 
-def plot_interpolation(images, image_shape=(8, 8), path=None, title=None, vmax=None):
+def plot_interpolation(images, image_shape=(8, 8), path=None,
+                       title="Interpolation between the end images", vmax=None):
     """One row of images, read left to right (e.g. decodings along a path between two digits).
 
     Parameters
@@ -387,7 +451,7 @@ def plot_interpolation(images, image_shape=(8, 8), path=None, title=None, vmax=N
         ``(height, width)`` of one image.
     path : str or os.PathLike, optional
         Where to save the figure.
-    title : str, optional
+    title : str or None
         Figure title.
     vmax : float, optional
         Value drawn black; default the largest value.
@@ -675,7 +739,21 @@ def plot_latent(z, labels=None, path=None, title=None):
     n = z.shape[0]
     points, xlabel, ylabel = _project_2d(z)
 
-    fig = _new_figure(CURVE_FIGSIZE)
+    # With equal scales on both axes (latent_dim >= 2), a fixed figure shape leaves empty bands on
+    # the sides; the plot area gets the shape of the points instead (its aspect clipped to
+    # 1/LATENT_MAX_ASPECT..LATENT_MAX_ASPECT), plus room for the labels and the legend.
+    legend_room = 0.0 if labels is None else LATENT_LEGEND_INCHES
+    aspect = 1.0
+    if z.shape[1] >= 2:
+        spans = np.ptp(points, axis=0)
+        if spans[1] > 0 and spans[0] > 0:
+            aspect = float(np.clip(spans[0] / spans[1], 1 / LATENT_MAX_ASPECT, LATENT_MAX_ASPECT))
+        plot_height = LATENT_PLOT_INCHES / max(1.0, aspect)
+        plot_width = plot_height * aspect
+    else:
+        plot_width, plot_height = CURVE_FIGSIZE[0] - 1.0, CURVE_FIGSIZE[1] - 0.8
+    fig = _new_figure((plot_width + LATENT_MARGIN_INCHES[0] + legend_room,
+                       plot_height + LATENT_MARGIN_INCHES[1] + (0.3 if title else 0.0)))
     ax = fig.add_subplot()
     size = float(np.clip(2000.0 / n, 6.0, 30.0))  # fewer points, bigger dots
     if labels is None:
@@ -769,6 +847,94 @@ def plot_bars(names, values, path=None, ylabel="nats per example", title=None, a
     ax.set_xlabel(ylabel)
     ax.grid(True, axis="x", alpha=0.3)
     ax.set_axisbelow(True)
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path)
+
+
+def plot_gaps(names, values, reference, path=None, reference_name="the reference",
+              xlabel="nats per example", title=None, fmt="{:+.3g}"):
+    """Differences from a reference value, drawn as horizontal bars on a logarithmic axis.
+
+    For numbers that differ by much less than their size: test NLLs of 22.4 nats that differ by
+    0.001 to 0.04 nats are indistinguishable as bars from zero, but their differences are not.
+    Each bar's length is ``|value - reference|`` on a log scale; red bars are above the reference
+    (worse, for a loss in nats), green bars below it (better), and each bar is labelled with the
+    signed difference. A difference of exactly zero is written, not drawn.
+
+    Parameters
+    ----------
+    names : sequence of str, (n,)
+        One label per bar.
+    values : array_like, (n,)
+        The numbers, e.g. test −log p(x) of several models.
+    reference : float or array_like (n,)
+        The value each number is compared with: one for all (e.g. pPCA's exact test NLL) or one per
+        row (e.g. the pPCA of the same latent size).
+    path : str or os.PathLike, optional
+        Where to save the figure.
+    reference_name : str
+        What the reference is, for the axis label ("difference from <reference_name>").
+    xlabel : str
+        Unit of the differences.
+    title : str, optional
+        Axes title.
+    fmt : str
+        Format of the signed differences written beside the bars.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        One axes with a log x axis; ``ax.patches`` holds one bar per non-zero difference.
+    """
+    from matplotlib.patches import Patch
+
+    names = [str(name) for name in names]
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 1 or values.size != len(names) or values.size == 0:
+        raise ValueError(
+            f"names and values must be non-empty and of equal length; got {len(names)} names "
+            f"and values of shape {values.shape}")
+    reference = np.broadcast_to(np.asarray(reference, dtype=float), values.shape) \
+        if np.ndim(reference) == 0 else np.asarray(reference, dtype=float)
+    if reference.shape != values.shape:
+        raise ValueError(
+            f"reference must be one number or one per value ({values.size}); got shape "
+            f"{reference.shape}")
+    if not (np.all(np.isfinite(values)) and np.all(np.isfinite(reference))):
+        raise ValueError(f"values and reference must be finite; got values {values.tolist()} and "
+                         f"reference {reference.tolist()}")
+
+    gaps = values - reference
+    sizes = np.abs(gaps)
+    nonzero = sizes > 0
+    n = values.size
+    fig = _new_figure((GAPS_WIDTH_INCHES, 1.4 + 0.45 * n))
+    ax = fig.add_subplot()
+    positions = np.arange(n)
+    if np.any(nonzero):
+        low, high = float(sizes[nonzero].min()), float(sizes[nonzero].max())
+    else:
+        low, high = 1.0, 1.0
+    left = 10 ** (math.floor(math.log10(low)) - 0.3)  # bars start here, a bit below the smallest
+    colors = np.where(gaps > 0, "C3", "C2")
+    ax.barh(positions[nonzero], sizes[nonzero] - left, left=left, height=0.6,
+            color=colors[nonzero], alpha=0.85)
+    ax.set_xscale("log")
+    ax.set_xlim(left, high * 8)  # room for the written differences
+    for position, gap, size in zip(positions, gaps, sizes):
+        ax.annotate(fmt.format(gap) if size > 0 else "0", (size if size > 0 else left, position),
+                    xytext=(4, 0), textcoords="offset points", ha="left", va="center",
+                    fontsize="small")
+    ax.set_yticks(positions, names)
+    ax.invert_yaxis()  # first name on top
+    ax.set_xlabel(f"|difference from {reference_name}|, {xlabel} (log scale)")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.set_axisbelow(True)
+    handles = [Patch(color="C3", alpha=0.85, label=f"above {reference_name}"),
+               Patch(color="C2", alpha=0.85, label=f"below {reference_name}")]
+    fig.legend(handles=[h for h, present in zip(handles, (np.any(gaps > 0), np.any(gaps < 0)))
+                        if present], loc="outside lower center", ncols=2, frameon=False)
     if title:
         ax.set_title(title)
     return _finish(fig, path)

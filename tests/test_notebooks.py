@@ -178,3 +178,81 @@ def test_notebook_run_cell_by_cell_reproduces_the_script(tmp_path):
     script_figures = sorted(p.name for p in (tmp_path / "fig_script").rglob("*.png"))
     notebook_figures = sorted(p.name for p in (tmp_path / "fig_notebook").rglob("*.png"))
     assert notebook_figures == script_figures and script_figures
+
+
+# --------------------------------------------------------------------------------------------------
+# The notebooks executed in a real Jupyter kernel, as Jupyter, JupyterLab, VS Code and Colab run them
+# --------------------------------------------------------------------------------------------------
+
+KERNEL_TIMEOUT_SECONDS = 300  # per cell; a quick-mode cell takes seconds, numba's first compile more
+SHOW_CALL = "course.show("     # the helper that sends a figure to the notebook
+SAVE_CALL = "course.figure_path("  # every figure a tutorial makes is saved through this
+TUTORIAL_STEMS = [path.stem for path in sorted(TUTORIALS_DIR.glob(notebooks.TUTORIAL_PATTERN))]
+
+
+def kernel_runner():
+    """nbclient and nbformat, or skip: they are test extras (pip install -e ".[test]")."""
+    missing = []
+    for name in ("nbclient", "nbformat", "ipykernel"):
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed: the notebooks cannot be executed in a Jupyter "
+                    f"kernel here (pip install -e \".[test]\" installs them)")
+    import nbclient
+    import nbformat
+    return nbclient, nbformat
+
+
+def figure_cells(notebook):
+    """The code cells that make a figure, found from their source: those that save one."""
+    return [cell for cell in notebook.cells
+            if cell.cell_type == "code" and SAVE_CALL in "".join(cell.source)]
+
+
+def png_outputs(cell):
+    return [output for output in cell.get("outputs", [])
+            if output.get("output_type") in ("display_data", "execute_result")
+            and "image/png" in output.get("data", {})]
+
+
+@pytest.mark.parametrize("stem", TUTORIAL_STEMS)
+def test_notebook_in_a_kernel_shows_every_figure(stem, tmp_path, monkeypatch):
+    """Export the tutorial with `minivae notebooks`, execute it in an ipykernel in quick mode, and
+    find one PNG image among the outputs of every cell that makes a figure (and none elsewhere)."""
+    nbclient, nbformat = kernel_runner()
+    assert cli.main(["notebooks", str(tmp_path / "nb"), "--from", str(TUTORIALS_DIR)]) == 0
+    path = tmp_path / "nb" / f"{stem}.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    expected = figure_cells(notebook)
+    assert expected, f"{stem} makes no figure"
+
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    # The kernel is a child process: it inherits this environment. MPLBACKEND is left as Jupyter
+    # leaves it (the kernel's inline backend), not the Agg of the test run.
+    monkeypatch.setenv("MINIVAE_QUICK", "1")
+    monkeypatch.delenv("MINIVAE_SIZE", raising=False)
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    monkeypatch.setenv("MINIVAE_FIGURES", str(tmp_path / "figures"))
+    client = nbclient.NotebookClient(notebook, timeout=KERNEL_TIMEOUT_SECONDS, kernel_name="python3",
+                                     resources={"metadata": {"path": str(workdir)}})
+    client.execute()
+
+    for cell in expected:
+        assert SHOW_CALL in "".join(cell.source), (
+            f"{stem}, cell {cell.id} saves a figure but does not show it with course.show(fig)")
+        images = png_outputs(cell)
+        texts = [output.get("data", {}).get("text/plain", "") for output in cell.outputs]
+        assert len(images) == 1, (f"{stem}, cell {cell.id}: {len(images)} PNG outputs, expected 1; "
+                                  f"text outputs {texts}")
+    others = [cell.id for cell in notebook.cells
+              if cell.cell_type == "code" and cell not in expected and png_outputs(cell)]
+    assert not others, f"{stem}: images in cells that save no figure: {others}"
+    stray = [cell.id for cell in notebook.cells if cell.cell_type == "code"
+             for output in cell.outputs if "<Figure size" in output.get("data", {}).get("text/plain", "")]
+    assert not stray, f"{stem}: figures shown as text, not images, in cells {stray}"
+    print(f"{stem}: {len(expected)} figure cells, {sum(len(png_outputs(cell)) for cell in expected)} "
+          f"images shown in the kernel")

@@ -347,3 +347,89 @@ def test_latent_and_bar_errors(rng):
         plots.plot_bars(["a", "b"], [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="values must all be finite"):
         plots.plot_bars(["a", "b"], [1.0, np.nan])
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures for slides: titles, gaps on a log axis, latent scatter shape, fonts, vector formats
+# ---------------------------------------------------------------------------------------------
+
+def test_image_figures_have_titles(images):
+    reconstructions = plots.plot_reconstructions(images, images, n=4)
+    assert reconstructions.axes[0].get_title() == "Data and their reconstructions"
+    assert plots.plot_reconstructions(images, images, title="Test digits").axes[0].get_title() == "Test digits"
+    assert plots.plot_reconstructions(images, images, title=None).axes[0].get_title() == ""
+    assert plots.plot_interpolation(images[:5]).axes[0].get_title()
+    assert plots.plot_samples(images).axes[0].get_title()
+
+
+def test_plot_gaps_draws_differences_on_a_log_axis(tmp_path):
+    names = ["-ELBO", "-log p(x), exact", "same as pPCA", "Gaussian VAE"]
+    values = [22.44, 22.401, 22.4, 12.4]
+    path = tmp_path / "gaps.png"
+    fig = plots.plot_gaps(names, values, 22.4, path=path, reference_name="pPCA")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    bars = ax.patches
+    assert len(bars) == 3  # the zero difference is written, not drawn
+    right_ends = sorted(bar.get_x() + bar.get_width() for bar in bars)
+    assert right_ends == pytest.approx([0.001, 0.04, 10.0], rel=1e-9)
+    lengths_on_screen = [np.log10(bar.get_x() + bar.get_width()) - np.log10(bar.get_x()) for bar in bars]
+    assert min(lengths_on_screen) > 0.2  # even the 0.001-nat gap is a visible bar
+    texts = [text.get_text() for text in ax.texts]
+    assert texts == ["+0.04", "+0.001", "0", "-10"]
+    colours = {bar.get_facecolor()[:3] for bar in bars}
+    assert len(colours) == 2  # worse and better than the reference differ in colour
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_gaps_with_a_reference_per_row_and_bad_input():
+    fig = plots.plot_gaps(["a", "b"], [2.5, 10.01], [2.0, 10.0])
+    assert [t.get_text() for t in fig.axes[0].texts] == ["+0.5", "+0.01"]
+    with pytest.raises(ValueError, match="one per value"):
+        plots.plot_gaps(["a", "b"], [1.0, 2.0], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="finite"):
+        plots.plot_gaps(["a"], [np.nan], 1.0)
+    with pytest.raises(ValueError, match="equal length"):
+        plots.plot_gaps(["a", "b"], [1.0], 1.0)
+
+
+def test_latent_scatter_fills_its_width(rng):
+    """The plot area takes the shape of the points, so an equal-aspect scatter leaves no empty bands."""
+    z = rng.standard_normal((400, 16)) * np.linspace(2.0, 0.3, 16)
+    labels = rng.integers(0, 10, 400)
+    fig = plots.plot_latent(z, labels)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    points = ax.collections[0].get_offsets()
+    x_share = np.ptp(points[:, 0]) / (x1 - x0)
+    y_share = np.ptp(points[:, 1]) / (y1 - y0)
+    assert x_share > 0.8 and y_share > 0.8, (x_share, y_share)
+
+
+def test_fontscale_enlarges_the_fonts_and_restores_them():
+    import matplotlib
+
+    default = matplotlib.rcParams["font.size"]
+    with plots.fontscale(1.5):
+        big = plots.plot_lines({"a": ([1, 2], [3, 4])}, title="t")
+    small = plots.plot_lines({"a": ([1, 2], [3, 4])}, title="t")
+    assert matplotlib.rcParams["font.size"] == default
+    size = lambda fig: fig.axes[0].xaxis.label.get_fontsize()
+    assert size(big) == pytest.approx(1.5 * size(small))
+    try:
+        plots.set_fontscale(2)
+        assert size(plots.plot_lines({"a": ([1, 2], [3, 4])})) == pytest.approx(2 * size(small))
+    finally:
+        plots.set_fontscale(1)
+    with pytest.raises(ValueError, match="scale"):
+        plots.fontscale(0)
+    with pytest.raises(TypeError, match="scale"):
+        plots.set_fontscale("big")
+
+
+@pytest.mark.parametrize("suffix, signature", [(".svg", b"<?xml"), (".pdf", b"%PDF")])
+def test_save_figure_writes_the_format_of_the_suffix(tmp_path, suffix, signature):
+    fig = plots.plot_lines({"a": ([1, 2], [3, 4])})
+    path = plots.save_figure(fig, tmp_path / f"figure{suffix}")
+    assert path.read_bytes()[:len(signature)] == signature

@@ -17,7 +17,8 @@
 #
 # **Prerequisites.** NumPy and the chain rule. No VAE knowledge is needed until the last section.
 #
-# **Run time.** A few seconds (the same in quick mode, `MINIVAE_QUICK=1`).
+# **Run time.** Under half a minute (3 to 16 s measured on a two-core machine shared with other
+# jobs, load average 1.6 to 3.3); about the same in quick mode, `MINIVAE_QUICK=1`.
 
 # %%
 import warnings
@@ -103,19 +104,21 @@ for k, name in enumerate(names):
     ax.grid(True, alpha=0.3)
 fig.axes[0].legend(loc="upper left", fontsize="small")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "activations.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## A small network, forward then backward
 #
 # Chain the pieces: a linear layer, tanh, another linear layer, and a squared-error loss,
 #
-# $$h = x W_1 + b_1,\quad a = \tanh(h),\quad \text{out} = a W_2 + b_2,\quad
+# $$v = x W_1 + b_1,\quad a = \tanh(v),\quad \text{out} = a W_2 + b_2,\quad
 #   L = \tfrac{1}{2} \textstyle\sum (\text{out} - y)^2 .$$
 #
 # The forward pass stores each cache; the backward pass walks the same steps in reverse, starting
 # from `dL/dout = out - y`. Each line of `backward` below is one application of the chain rule,
-# and each calls the backward written next to its forward in `minivae.layers`.
+# and each calls the backward written next to its forward in `minivae.layers`. (The hidden layer is
+# `v` before its activation and `a` after it; `h` is kept for the finite-difference step below, as
+# in the course's notation table, `tutorials/README.md`.)
 
 # %%
 tanh = layers.Tanh()
@@ -123,8 +126,8 @@ tanh = layers.Tanh()
 
 def forward(params, x, y):
     """L and the caches of each step."""
-    h, cache1 = layers.linear_forward(x, params["W1"], params["b1"])
-    a, cache_tanh = tanh.forward(h)
+    v, cache1 = layers.linear_forward(x, params["W1"], params["b1"])
+    a, cache_tanh = tanh.forward(v)
     out, cache2 = layers.linear_forward(a, params["W2"], params["b2"])
     loss = 0.5 * np.sum((out - y) ** 2)
     return loss, (cache1, cache_tanh, cache2, out, y)
@@ -135,8 +138,8 @@ def backward(caches, tanh_backward=tanh.backward):
     cache1, cache_tanh, cache2, out, y = caches
     dout = out - y                                        # dL/dout
     da, dW2, db2 = layers.linear_backward(dout, cache2)   # through out = a W2 + b2
-    dh = tanh_backward(da, cache_tanh)                    # through a = tanh(h)
-    _, dW1, db1 = layers.linear_backward(dh, cache1)      # through h = x W1 + b1
+    dv = tanh_backward(da, cache_tanh)                    # through a = tanh(v)
+    _, dW1, db1 = layers.linear_backward(dv, cache1)      # through v = x W1 + b1
     return {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
 
 
@@ -219,7 +222,8 @@ for key in params:
 # float32, over a range of steps `h`. Read the float64 curve from the right: the error falls as
 # `h^2` (truncation, slope 2 on the log-log plot), bottoms out near the default `h = 1e-5` at a few
 # 1e-9, then climbs again as `1/h` (round-off). Float32 is a different story: the error is 1, the
-# worst possible, for every `h` below 1e-4, and the best it ever does is a few 1e-3, at `h ≈ 1e-2`.
+# worst possible, at almost every `h` up to 1e-4 (never better than a few tenths there), and the
+# best it ever does is a few 1e-3, at `h ≈ 1e-2`.
 
 # %%
 steps = np.logspace(-10, -1, course.size(28, 10))
@@ -245,26 +249,39 @@ ax.text(gradcheck.DEFAULT_STEP, 0.5, " default h", color="0.4", fontsize="small"
         transform=ax.get_xaxis_transform())
 plots.save_figure(fig, course.figure_path(TUTORIAL, "step_size.png"))
 best = {name: float(np.min(err)) for name, (_, err) in curves.items()}
-print("best relative error over h:", {name: f"{value:.1e}" for name, value in best.items()})
-fig
+best_step = {name: float(h[np.argmin(err)]) for name, (h, err) in curves.items()}
+for name in curves:
+    print(f"{name}: best relative error {best[name]:.1e}, at h = {best_step[name]:.1e}")
+errors64, errors32 = curves["float64"][1], curves["float32"][1]
+course.claim(1e-6 <= best_step["float64"] <= 1e-4 and 1e-9 <= best["float64"] < 1e-8,
+             f"float64 bottoms out near the default h = 1e-5 at a few 1e-9 "
+             f"(at h = {best_step['float64']:.1e}: {best['float64']:.1e})")
+small = errors32[steps <= 1e-4]
+course.claim(np.mean(small > 0.99) > 0.9 and small.min() > 0.3,
+             f"float32's error is 1 at almost every h up to 1e-4 ({np.mean(small > 0.99):.0%} of "
+             f"them) and never better than a few tenths there (at least {small.min():.2f})")
+course.claim(1e-3 <= best["float32"] < 1e-2 and 3e-3 <= best_step["float32"] <= 3e-2,
+             f"float32's best is a few 1e-3, at h ≈ 1e-2 "
+             f"({best['float32']:.1e} at h = {best_step['float32']:.1e})")
+course.show(fig)
 
 # %% [markdown]
 # ## Float32 cannot see a subtle bug
 #
-# Here is a realistic slip: computing tanh's derivative as `1 - h^2` from the *input* `h`
-# instead of `1 - tanh(h)^2`. For small `h` the two nearly agree (`tanh(h) ≈ h`), so the gradient
+# Here is a realistic slip: computing tanh's derivative as `1 - v^2` from the *input* `v`
+# instead of `1 - tanh(v)^2`. For small `v` the two nearly agree (`tanh(v) ≈ v`), so the gradient
 # is only slightly wrong. The figure checks the correct and the buggy backward, each in float64
-# (with the default `h = 1e-5`) and in float32 (with `h = 1e-3`, near its best step in the figure
-# above; at `h = 1e-5` it scores 1, the worst possible). In float64 about six orders of magnitude
-# separate right from wrong; in float32 the correct gradient scores exactly as badly as the buggy
-# one, and the check tells nothing.
+# (with the default step `h = 1e-5`) and in float32 (with float32's best step in the figure above,
+# printed there; at `h = 1e-5` float32 scores 1, the worst possible). In float64 about six orders
+# of magnitude separate right from wrong; in float32 the correct gradient fails the check by as
+# much as the buggy one, and the check tells nothing.
 
 
 # %%
 def buggy_tanh_backward(dout, cache):
     out = cache
-    h = np.arctanh(out)       # the input, as a student might have cached it
-    return dout * (1 - h * h)  # BUG: should be 1 - tanh(h)^2 = 1 - out^2
+    v = np.arctanh(out)       # the input, as a student might have cached it
+    return dout * (1 - v * v)  # BUG: should be 1 - tanh(v)^2 = 1 - out^2
 
 
 def worst_error(dtype, tanh_backward, step):
@@ -276,15 +293,22 @@ def worst_error(dtype, tanh_backward, step):
             lambda _: forward(params_t, x_t, y_t)[0], params_t[key], h=step)) for key in params_t)
 
 
-FLOAT32_STEP = 1e-3  # near float32's best step in the figure above; the default 1e-5 is far worse
+FLOAT32_STEP = float(f"{best_step['float32']:.0e}")  # float32's best step above, rounded
 cases = {
     "correct, float64": worst_error(np.float64, tanh.backward, gradcheck.DEFAULT_STEP),
     "bug, float64": worst_error(np.float64, buggy_tanh_backward, gradcheck.DEFAULT_STEP),
-    "correct, float32, h=1e-3": worst_error(np.float32, tanh.backward, FLOAT32_STEP),
-    "bug, float32, h=1e-3": worst_error(np.float32, buggy_tanh_backward, FLOAT32_STEP),
+    f"correct, float32, h={FLOAT32_STEP:g}": worst_error(np.float32, tanh.backward, FLOAT32_STEP),
+    f"bug, float32, h={FLOAT32_STEP:g}": worst_error(np.float32, buggy_tanh_backward, FLOAT32_STEP),
 }
 for name, value in cases.items():
     print(f"{name:26s} rel_error {value:.1e}")
+correct64, bug64, correct32, bug32 = cases.values()
+course.claim(1e5 <= bug64 / correct64 <= 1e7,
+             f"in float64 about six orders of magnitude separate right from wrong "
+             f"({bug64:.1e} against {correct64:.1e})")
+course.claim(correct32 > 1e-3 and correct32 > bug32 / 3,
+             f"in float32 the correct gradient fails the check by as much as the buggy one "
+             f"({correct32:.1e} against {bug32:.1e})")
 
 fig = Figure(figsize=(6.4, 2.8), layout="constrained")
 ax = fig.add_subplot()
@@ -300,7 +324,7 @@ ax.set_xlabel("largest relative error (log scale)")
 ax.set_title("Correct and buggy tanh backward, checked in float64 and float32")
 ax.grid(True, axis="x", alpha=0.3)
 plots.save_figure(fig, course.figure_path(TUTORIAL, "bug_detection.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## The whole VAE, every parameter
@@ -332,6 +356,11 @@ keys = list(errors_by_dtype["float64"])
 for key in keys:
     print(f"{key:12s} float64 {errors_by_dtype['float64'][key]:.1e}   "
           f"float32 {errors_by_dtype['float32'][key]:.1e}")
+worst64 = max(errors_by_dtype["float64"].values())
+worst32 = max(errors_by_dtype["float32"].values())
+course.claim(worst64 < 1e-7 and worst32 > 1e-7,
+             f"float64 passes below 1e-7 for every parameter (worst {worst64:.1e}); float32 fails "
+             f"(worst {worst32:.1e})")
 
 fig = Figure(figsize=(6.4, 3.4), layout="constrained")
 ax = fig.add_subplot()
@@ -348,7 +377,7 @@ ax.set_title("Gradient check of a tiny VAE, every parameter")
 ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 ax.grid(True, axis="x", alpha=0.3)
 plots.save_figure(fig, course.figure_path(TUTORIAL, "vae_gradcheck.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## What to take away

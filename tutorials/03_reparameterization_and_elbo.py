@@ -4,7 +4,7 @@
 # Tutorial 1 ended with a problem: `log p(x)` cannot be estimated by sampling the prior, and it has
 # no closed form once the decoder is a neural network. A VAE gets around it with an *encoder*
 # `q(z|x)`, an approximation of the posterior, and trains on a lower bound of `log p(x)`, the ELBO.
-# Training needs gradients of expectations under `q`, and this tutorial is about getting them
+# Training needs gradients of expectations under `q(z|x)`, and this tutorial is about getting them
 # cheaply and with little noise.
 #
 # Everything here runs on a VAE whose log-likelihood is known exactly: the linear VAE with a
@@ -24,8 +24,8 @@
 # **Prerequisites.** Tutorial 1 (pPCA, posterior, marginal likelihood) and tutorial 2 (the
 # forward/backward contract).
 #
-# **Run time.** About 5 seconds in full on an idle machine (15 on a busy one); a few seconds with
-# `MINIVAE_QUICK=1`.
+# **Run time.** Seconds: 6 to 10 s measured on a two-core machine shared with other jobs (load
+# average 1.5 to 3.4); a few seconds with `MINIVAE_QUICK=1`.
 
 # %%
 import numpy as np
@@ -117,11 +117,15 @@ score = log_px[..., None] * eps / std                   # f(z) (z - mu) / σ², 
 
 # %% [markdown]
 # The exact gradient is known here: the decoder is linear, so `∇_z f` is linear in `z` and its
-# average over `q` is its value at the mean, `∇_z f(mu)`. A third estimator is worth adding. The
+# average over `q(z|x)` is its value at the mean, `∇_z f(mu)`. A third estimator is worth adding. The
 # score function's weakness is that `f(z)` is large (about -150 nats) while its variations are
 # small, so every estimate is a big number times mean-zero noise. Subtracting a constant `b` from
 # `f` leaves the estimator unbiased (`E[∇ log q] = 0`) and can cut its variance: the *baseline*.
-# We use the best constant there is, `b = E_q[log p(x|z)]` itself, estimated with `elbo_parts`.
+# We use the natural choice, `b = E_q[log p(x|z)]` itself, estimated with `elbo_parts`. It is not
+# the best constant: for coordinate `j`, with the score `s_j = ε_j / σ_j`, the variance of
+# `(f - b) s_j` is smallest at `b*_j = E[f s_j²] / E[s_j²]`, which differs from `E[f]` because `f`
+# is larger where `ε` is small. The printout compares the two; `E[f]` comes close, needs no
+# per-coordinate estimate, and is what a baseline usually is in practice.
 
 # %%
 exact = f_and_grad(mu, x)[1]
@@ -132,6 +136,21 @@ estimators = {"score function": score, "score function with baseline": score_bas
 for name, single in estimators.items():
     bias = np.abs(single.mean(axis=0) - exact).max()
     print(f"{name:30s} average of {n_draws} draws is off the exact gradient by at most {bias:.3g}")
+
+# The variance-optimal constant per image and coordinate, b*_j = E[f s_j²] / E[s_j²], from the same draws.
+score_j = eps / std                                                       # s = ε / σ, (draws, images, q)
+optimal_b = np.mean(log_px[..., None] * score_j ** 2, axis=0) / np.mean(score_j ** 2, axis=0)
+score_optimal = (log_px[..., None] - optimal_b) * score_j
+variance_mean_b = float(np.mean(np.sum((score_baseline - exact) ** 2, axis=-1)))
+variance_optimal_b = float(np.mean(np.sum((score_optimal - exact) ** 2, axis=-1)))
+print(f"baseline b = E[f]:  {reconstruction.mean():9.3f} nats (mean over images); single-draw variance "
+      f"{variance_mean_b:.4g}")
+print(f"baseline b*_j:      {optimal_b.mean():9.3f} nats (mean over images and j); single-draw variance "
+      f"{variance_optimal_b:.4g}")
+course.claim(variance_optimal_b < variance_mean_b and np.abs(optimal_b - reconstruction[:, None]).max() > 0.01,
+             f"the variance-optimal constants b*_j differ from E[f] (by up to "
+             f"{np.abs(optimal_b - reconstruction[:, None]).max():.2f} nats) and give less variance "
+             f"({variance_optimal_b:.4g} against {variance_mean_b:.4g})")
 
 # %% [markdown]
 # First, one coordinate of the gradient for one image, a single draw at a time: the histograms of
@@ -152,8 +171,16 @@ for ax, (name, single), color in zip(axes, estimators.items(), ("C3", "C1", "C0"
     ax.set_ylabel("draws")
     ax.set_title(f"{name}: standard deviation {single[:, 0, 0].std():.3g}", fontsize="medium")
 axes[-1].set_xlabel("single-draw estimate of d E_q[log p(x|z)] / d mu_1 (black: exact value)")
+spread = {name: float(single[:, 0, 0].std()) for name, single in estimators.items()}
+course.claim(spread["score function"] > 100 and abs(exact[0, 0]) < 10
+             and spread["score function with baseline"] < spread["score function"]
+             and abs(exact[0, 0]) < spread["reparameterization"] < 10,
+             f"the score function scatters over hundreds of units (standard deviation "
+             f"{spread['score function']:.0f}) around a gradient of order one ({exact[0, 0]:.2f}); the "
+             f"baseline narrows it ({spread['score function with baseline']:.0f}); the reparameterized "
+             f"spread, a few units ({spread['reparameterization']:.2f}), is larger than the gradient itself")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "gradient_histograms.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # Averaging `S` draws divides the variance by `S`, whatever the estimator: on a log-log plot the
@@ -179,7 +206,15 @@ plots.save_figure(fig, course.figure_path(TUTORIAL, "gradient_variance.png"))
 for name, values in variance.items():
     print(f"{name:30s} variance with one sample {values[0]:10.3g}  "
           f"({values[0] / variance['reparameterization'][0]:8.1f} times the reparameterized one)")
-fig
+ratio = {name: values[0] / variance["reparameterization"][0] for name, values in variance.items()}
+slopes = {name: np.polyfit(np.log(sample_sizes), np.log(values), 1)[0] for name, values in variance.items()}
+course.claim(1000 <= ratio["score function"] and 1 < ratio["score function with baseline"] < ratio["score function"]
+             and all(abs(slope + 1) < 0.15 for slope in slopes.values()),
+             f"the curves are lines of slope -1 ({', '.join(f'{v:.2f}' for v in slopes.values())}); one "
+             f"reparameterized sample is worth thousands of score-function samples "
+             f"({ratio['score function']:.0f}); a baseline helps but does not close the gap "
+             f"({ratio['score function with baseline']:.1f})")
+course.show(fig)
 
 # %% [markdown]
 # ## The KL term: analytic or Monte Carlo
@@ -191,11 +226,11 @@ fig
 #   = \tfrac{1}{2} \textstyle\sum_j \big(\mu_j^2 + \sigma_j^2 - 1 - \log \sigma_j^2\big).$$
 #
 # It can also be estimated like the other term, from the sampled `z`:
-# `log q(z|x) - log p(z)` has expectation KL under `q` (`ops.reparameterized_log_prob` minus `prior.log_prob`). The
+# `log q(z|x) - log p(z)` has expectation KL under `q(z|x)` (`ops.reparameterized_log_prob` minus `prior.log_prob`). The
 # left panel shows single-sample estimates for one image against the analytic value (black); the
 # right panel the error of the average of `S` estimates over the test images. The Monte Carlo KL
-# is unbiased but noisy (a single estimate can even be negative, which a KL never is); the analytic
-# one has no noise at all. minivae uses the analytic KL by default (`VAE(kl="analytic")`); the
+# is unbiased but noisy (for an image whose KL is small, a single estimate can even be negative,
+# which a KL never is; not for this one, whose KL is 18 nats); the analytic one has no noise at all. minivae uses the analytic KL by default (`VAE(kl="analytic")`); the
 # Monte Carlo one is there for priors or posteriors without a closed form.
 
 # %%
@@ -222,7 +257,10 @@ ax.legend()
 plots.save_figure(fig, course.figure_path(TUTORIAL, "kl_estimates.png"))
 print(f"analytic KL, first image: {analytic_kl[0]:.3f} nats; single-sample Monte Carlo: mean "
       f"{single_kl[:, 0].mean():.3f}, standard deviation {single_kl[:, 0].std():.3f}")
-fig
+course.claim(abs(single_kl[:, 0].mean() - analytic_kl[0]) < 0.1 and round(analytic_kl[0]) == 18,
+             f"the Monte Carlo KL is unbiased (mean {single_kl[:, 0].mean():.3f} against the analytic "
+             f"{analytic_kl[0]:.3f}, 18 nats)")
+course.show(fig)
 
 # %% [markdown]
 # ## The ELBO: reconstruction minus rate
@@ -236,7 +274,7 @@ fig
 # The reconstruction term rewards codes that let the decoder redraw `x`; the rate, the number of
 # nats the code carries about `x` beyond the prior, penalises codes that are too specific.
 # `VAE.elbo_parts` returns the two terms (by sampling `z` for the first), `VAE.elbo` their
-# difference. How loose is the bound? Exactly by the KL from `q` to the *true* posterior:
+# difference. How loose is the bound? Exactly by the KL from `q(z|x)` to the *true* posterior:
 #
 # $$\log p(x) = \text{ELBO}(x) + \text{KL}\big(q(z|x) \,\|\, p(z|x)\big).$$
 #
@@ -268,7 +306,7 @@ print(f"exact ELBO     {exact_values.elbo.mean():9.3f}  log p(x) {exact_values.l
 # own variances `Σ_jj`. The ELBO disagrees: minimising `KL(q || p(z|x))` over diagonal Gaussians
 # gives the variances `1 / (Σ⁻¹)_jj`, one over the diagonal of the posterior *precision*, which are
 # smaller. A mean-field approximation is narrower than the posterior it approximates, because
-# `KL(q || p)` punishes `q` for putting mass where `p` has little (Bishop, *Pattern Recognition and
+# `KL(q || p)` punishes `q(z|x)` for putting mass where `p` has little (Bishop, *Pattern Recognition and
 # Machine Learning*, section 10.1.2). Both are two lines given `M`:
 
 # %%
@@ -296,7 +334,7 @@ for name, logvar_q in (("posterior variances Σ_jj", logvar_marginal),
 # depend on the encoder); the ELBO peaks at `s = 1`, the mean-field solution, and even there stays
 # below `log p(x)` by the mean-field gap; ELBO + KL(q || p(z|x)), the dots, lands on `log p(x)` for
 # every encoder. Right: the two terms of the ELBO, in nats, as costs (the distortion
-# `-E_q[log p(x|z)]` and the rate `KL(q || p(z))`). A narrow `q` (small `s`) reconstructs well but
+# `-E_q[log p(x|z)]` and the rate `KL(q || p(z))`). A narrow `q(z|x)` (small `s`) reconstructs well but
 # pays a large rate; widening it lowers the rate but blurs the reconstructions, and the distortion
 # climbs. The best ELBO balances the two.
 
@@ -343,7 +381,10 @@ plots.save_figure(fig, course.figure_path(TUTORIAL, "elbo_identity.png"))
 best = int(np.argmax(elbo_curve))
 print(f"best scale s = {scales[best]:.2f}: ELBO {elbo_curve[best]:.3f}, log p(x) {log_marginal:.3f}, "
       f"gap {gap_curve[best]:.3f} nats")
-fig
+course.claim(abs(scales[best] - 1) < 1e-9 and np.allclose(np.array(elbo_curve) + np.array(gap_curve), log_marginal),
+             f"the ELBO peaks at s = 1 (at s = {scales[best]:.2f}) and ELBO + KL(q || p(z|x)) = log p(x) "
+             f"for every encoder")
+course.show(fig)
 
 # %% [markdown]
 # ## What to take away
@@ -354,11 +395,11 @@ fig
 #   the gap. With continuous `z`, reparameterize: `z = mu + exp(logvar / 2) * eps`, and
 #   backpropagate through it.
 # - Use the analytic KL when there is one: it is exact and noise-free. The Monte Carlo KL is
-#   unbiased but adds noise (and can be negative for a single sample).
+#   unbiased but adds noise (and, when the KL is small, a single sample can be negative).
 # - The ELBO is reconstruction minus rate, `E_q[log p(x|z)] - KL(q(z|x) || p(z))`, and it falls short
 #   of `log p(x)` by exactly `KL(q(z|x) || p(z|x))`. Raising the ELBO therefore does one of two
 #   things: improves the model, or improves the posterior approximation. It cannot tell you which.
-# - A diagonal Gaussian `q` cannot represent a correlated posterior; the gap it leaves is real and
+# - A diagonal Gaussian `q(z|x)` cannot represent a correlated posterior; the gap it leaves is real and
 #   measurable, here a couple of nats per image even for the best such encoder, and that best
 #   encoder is *narrower* than the true posterior (variances `1 / (Σ⁻¹)_jj`, not `Σ_jj`).
 #

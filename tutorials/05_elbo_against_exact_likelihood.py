@@ -29,10 +29,12 @@
 # `minivae.fit`). The importance-weighted estimate of `log p(x)` used at the end is the subject of
 # tutorial 6; here it is used as `VAE.log_likelihood`.
 #
-# **Run time.** About a minute in full on an idle machine: three linear VAEs of 30 000 Adam steps
-# each (half the steps `minivae compare` takes, enough here to end a few hundredths of a nat from
-# the maximum) and one nonlinear VAE. A few seconds with `MINIVAE_QUICK=1`, whose numbers mean
-# little: `q = 4`, 600 steps, a tiny nonlinear model trained for 3 epochs.
+# **Run time.** One and a half to three minutes in full (85 to 171 s measured on a two-core
+# machine shared with other jobs, load average 2.5 to 4.2; expect less on an idle one): three linear VAEs of 30 000 Adam steps each
+# (half the steps `minivae compare` takes, enough here to end a few hundredths of a nat from the
+# maximum) and one nonlinear VAE. With `MINIVAE_SIZE=lab` the linear VAEs take 10 000 steps and end
+# about a nat from the maximum, not hundredths (100 s in all, measured at load average 5). A few seconds with `MINIVAE_QUICK=1`,
+# whose numbers mean little: `q = 4`, 600 steps, a tiny nonlinear model trained for 3 epochs.
 
 # %%
 import copy
@@ -48,13 +50,13 @@ import minivae
 from minivae import compare, course, linear_vae, plots
 from minivae.linear_vae import linear_vae_exact, set_optimal_encoder
 from minivae.ppca import PPCA
-from minivae.reference import LINEAR_SCHEDULE
+from minivae.reference import LINEAR_SCHEDULE, REFERENCE
 
 TUTORIAL = "05_elbo_against_exact_likelihood"
 SEED = 5
 
 Q = course.size(16, 4)                   # latent dimensions
-STEPS = course.size(30_000, 600)         # Adam steps of each linear VAE
+STEPS = course.size(30_000, 600, lab=10_000)  # Adam steps of each linear VAE
 TIME_BUDGET = 600.0                      # seconds per linear VAE; generous, so that STEPS decides
 SNAPSHOTS = course.size(120, 30)         # looks at the weights during training, geometrically spaced
 NONLINEAR_HIDDEN = course.size((256, 256), (32,))
@@ -95,6 +97,16 @@ print(f"pPCA, q = {Q}: maximum training log-likelihood {ppca_max:.3f} nats per e
       f"test {ppca_test:.3f}")
 print(f"σ² = {sigma2:.2f};  λ_1 = {eigenvalues[0]:.1f},  λ_{Q} = {eigenvalues[Q - 1]:.2f},  "
       f"λ_{Q + 1} = {eigenvalues[Q]:.2f};  average variance per pixel tr(S)/d = {start_variance:.2f}")
+below_start = np.flatnonzero(eigenvalues[:Q] < start_variance) + 1   # directions j, 1-based
+print(f"kept eigenvalues below tr(S)/d: {len(below_start)} of {Q}, directions {below_start.tolist()}")
+course.claim(2 < eigenvalues[Q - 1] / sigma2 < 6 and 0.5 < eigenvalues[Q - 1] - eigenvalues[Q] < 1.5
+             and (eigenvalues[0] - sigma2) > 10 * (eigenvalues[Q - 1] - sigma2)
+             and below_start.tolist() == [Q - 2, Q - 1, Q],
+             f"the last kept eigenvalue is a few times σ² ({eigenvalues[Q - 1] / sigma2:.1f} times); "
+             f"λ_q − λ_(q+1) is about one intensity² ({eigenvalues[Q - 1] - eigenvalues[Q]:.2f}); the top "
+             f"direction stands more than ten times further above σ² than the q-th "
+             f"({(eigenvalues[0] - sigma2) / (eigenvalues[Q - 1] - sigma2):.1f} times); the last three kept "
+             f"eigenvalues, and only they, are below the dotted line (directions {below_start.tolist()})")
 
 # %%
 directions = np.arange(1, len(eigenvalues) + 1)
@@ -114,14 +126,15 @@ ax.set_xlim(0, len(eigenvalues) + 1)
 ax.grid(True, which="both", alpha=0.3)
 ax.legend(loc="lower left", fontsize="small")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "spectrum.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # The spectrum falls smoothly, with no clear edge where "signal" ends and "noise" begins: the
 # choice of `q` is ours. Two features of it will matter below. The last kept eigenvalues are only a
 # few times `σ²`, and the first discarded one, `λ_{q+1}`, is close to the last kept one, `λ_q`
-# (printed above). And most of the kept eigenvalues are *below* the dotted line, the average
-# variance per pixel, which is where training starts its `σ²`.
+# (printed above). And the last three kept eigenvalues (of 16) are *below* the dotted line, the
+# average variance per pixel, which is where training starts its `σ²`; so are all the discarded
+# ones.
 #
 # ## A linear VAE, trained like any other
 #
@@ -227,7 +240,7 @@ for ax in (left, right):
     ax.set_xlabel("Adam steps")
     ax.grid(True, which="both", alpha=0.3)
 plots.save_figure(fig, course.figure_path(TUTORIAL, "training.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # Both curves are exact, computed in closed form on the whole training set at each marked step;
@@ -336,7 +349,7 @@ ax.set_title("The distance from the ELBO to the pPCA maximum, in three exact par
 ax.grid(True, which="both", alpha=0.3)
 ax.legend(loc="lower left", fontsize="small")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "distance_parts.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # At first the encoder's share (blue) is nearly everything: the encoder starts from random weights,
@@ -371,8 +384,9 @@ fig
 #   grow exponentially, at a rate set by how far `λ_j` stands above `σ²`, and the top direction
 #   stands more than ten times further above `σ²` than the 16th. (Adam rescales every parameter's
 #   step, which blurs this, but a weak pull is still weak next to the noise.) Worse, training starts
-#   with `σ²` at the average variance per pixel (the dotted line of the spectrum), above most
-#   `λ_j`: those directions are *pushed down* until `σ²` has come down below them.
+#   with `σ²` at the average variance per pixel (the dotted line of the spectrum), above the last
+#   three kept `λ_j` and every discarded one: those directions are *pushed down* until `σ²` has
+#   come down below them.
 # - **At the edge, the choice is between near-equals.** The last kept direction competes with the
 #   first discarded one, and what decides between them is `λ_q − λ_{q+1}`, about one intensity²
 #   here. Likewise within the subspace: `log p(x)` does not change at all when `W` is rotated
@@ -417,6 +431,12 @@ schedule_fractions = variance_along_directions(schedule_model.snapshots, N_DIREC
 print("variance given to u_j / λ_j at the end: "
       + " ".join(f"{value:.2f}" for value in schedule_fractions[-1]))
 print(f"pPCA gives u_{Q + 1} the fraction σ²/λ_{Q + 1} = {sigma2 / eigenvalues[Q]:.2f}")
+starts_above = np.flatnonzero(schedule_fractions[1] > 1) + 1      # after the first step, 1-based j
+course.claim(starts_above.tolist() == below_start.tolist() + [Q + 1]
+             and np.all(np.abs(schedule_fractions[-1, :Q] - 1) < 0.1),
+             f"the directions that start above 1 are those below the dotted line and u_(q+1) "
+             f"({starts_above.tolist()}); at the end every kept direction is within 10% of pPCA's value "
+             f"({schedule_fractions[-1, :Q].min():.2f} to {schedule_fractions[-1, :Q].max():.2f})")
 
 
 # %%
@@ -447,16 +467,17 @@ ax = fig.add_subplot()
 draw_directions(ax, snapshot_steps, schedule_fractions, "Each direction of the spectrum, over training")
 fig.colorbar(ScalarMappable(Normalize(1, Q), "viridis"), ax=ax, label="direction j")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "directions.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # Read the figure from the left.
 #
 # - The top directions (dark) start lowest, with small random weights and `σ²` far below their
 #   `λ_j`, and are the first to climb, within the first thousand steps.
-# - The last kept directions (yellow) start *above* 1: training starts `σ²` at the average variance
-#   per pixel, which is larger than their `λ_j` (the dotted line of the spectrum), so the model
-#   first gives them too much variance, and pushes them *down* until `σ²` has come down.
+# - The last three kept directions (yellow), and the first discarded one, start *above* 1: training
+#   starts `σ²` at the average variance per pixel, which is larger than their `λ_j` (the dotted line
+#   of the spectrum), so the model first gives them too much variance, and pushes them *down* until
+#   `σ²` has come down.
 # - At the edge, the 16th direction and the 17th (red, dashed) trade places. In our run the model
 #   gave `u_17` more variance than pPCA does for thousands of steps while `u_16` was left far below 1;
 #   the difference that decides between them is `λ_16 − λ_17`, small next to the noise of a step.
@@ -470,9 +491,13 @@ fig
 
 # %%
 half = np.searchsorted(snapshot_steps, DECAY_STARTS)
-print(f"σ² before the decay (step {snapshot_steps[half]}): "
-      f"{np.exp(schedule_model.snapshots[half][1]['decoder.logvar'][0]):.3f};  at the end: "
-      f"{np.exp(schedule_model.params['decoder.logvar'][0]):.3f};  pPCA: {sigma2:.3f}")
+sigma2_before = float(np.exp(schedule_model.snapshots[half][1]["decoder.logvar"][0]))
+sigma2_end = float(np.exp(schedule_model.params["decoder.logvar"][0]))
+print(f"σ² before the decay (step {snapshot_steps[half]}): {sigma2_before:.3f};  at the end: "
+      f"{sigma2_end:.3f};  pPCA: {sigma2:.3f}")
+course.claim(sigma2_before > sigma2_end and abs(sigma2_end - sigma2) < 0.05,
+             f"σ² is too large before the decay ({sigma2_before:.3f}) and settles at pPCA's at the end "
+             f"({sigma2_end:.3f} against {sigma2:.3f})")
 
 # %% [markdown]
 # ## A constant learning rate, or a decaying one
@@ -494,6 +519,17 @@ RUN_COLORS = dict(zip(runs, ("C3", "C9", "k")))
 for name, (model, parts) in runs.items():
     print(f"{name:24s} pPCA maximum − ELBO at the end: {sum(parts.values())[-1]:.3f} nats  ("
           + ", ".join(f"{part} {values[-1]:.3f}" for part, values in parts.items()) + ")")
+end = {name: {part: values[-1] for part, values in parts.items()} for name, (_, parts) in runs.items()}
+total_end = {name: sum(parts.values()) for name, parts in end.items()}
+fast, slow, schedule = runs  # constant 1e-2, constant 1e-3, the schedule
+course.claim(1 < total_end[fast] < 10 and end[fast]["encoder lags behind its decoder"] > total_end[fast] / 2
+             and total_end[schedule] < total_end[slow] < total_end[fast]
+             and 0.01 < total_end[schedule] < 0.1 and max(end[schedule].values()) < 0.05,
+             f"the constant rate {fast.split()[-1]} stays a few nats below the maximum "
+             f"({total_end[fast]:.2f}), most of it the encoder's share "
+             f"({end[fast]['encoder lags behind its decoder']:.2f}); the smaller constant rate ends "
+             f"between it and the schedule ({total_end[slow]:.2f}); the schedule ends a few hundredths "
+             f"of a nat from the maximum ({total_end[schedule]:.3f}), every part hundredths or less")
 
 # %%
 fig = Figure(figsize=(13, 4.4), layout="constrained")
@@ -535,7 +571,7 @@ right.set_title(f"The three parts after {STEPS} steps")
 right.grid(True, axis="y", which="both", alpha=0.3)
 right.legend(loc="upper left", fontsize="x-small")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "constant_or_decaying.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # With the constant rate `1e-2` (red, hidden under the black curve of the schedule until the
@@ -565,16 +601,17 @@ fig
 #
 # The model: the reference architecture of tutorial 4 (two hidden layers of 256, LeakyReLU), a
 # Gaussian decoder whose `σ²` is learned, starting at the average variance per pixel, trained with
-# `minivae.fit` (Adamax, learning rate `1e-3`, minibatches of 64, early stopping on the validation
-# −ELBO). For comparison, the linear VAE above gets the same importance-weighted estimates, which
+# `minivae.fit` in the reference setting (`REFERENCE`: Adamax, learning rate `1e-3`, minibatches of
+# 64, Polyak averaging, early stopping on the validation −ELBO). For comparison, the linear VAE above gets the same importance-weighted estimates, which
 # for it can be checked against the exact value.
 
 # %%
 nonlinear = minivae.VAE(64, Q, hidden=NONLINEAR_HIDDEN, likelihood="gaussian", variance=start_variance,
                         learn_variance=True, seed=SEED)
-history = minivae.fit(nonlinear, x_train, x_val, epochs=NONLINEAR_EPOCHS, batch_size=64,
-                      optimizer=minivae.Adamax(lr=1e-3), patience=20, rng=np.random.default_rng([SEED, 2]),
-                      val_samples=10, verbose=False)
+history = minivae.fit(nonlinear, x_train, x_val, epochs=NONLINEAR_EPOCHS, batch_size=REFERENCE.batch_size,
+                      optimizer=minivae.Adamax(lr=REFERENCE.lr), patience=REFERENCE.patience,
+                      val_samples=REFERENCE.val_samples, ema=REFERENCE.ema,
+                      rng=np.random.default_rng([SEED, 2]), verbose=False)
 print(f"{nonlinear}\ntrained {history.epochs} epochs in {history.seconds:.1f} s; kept epoch "
       f"{history.best_epoch}; learned σ² = {np.exp(nonlinear.params['decoder.logvar'][0]):.2f} "
       f"(pPCA: {sigma2:.2f})")
@@ -595,6 +632,17 @@ print(f"  nonlinear VAE: ELBO, 100 samples  {test['nonlinear VAE']['elbo']:9.3f}
 print(f"  nonlinear VAE: log p̂_K(x)         {test['nonlinear VAE']['iw'][-1]:9.3f}")
 print(f"nonlinear VAE: log p̂_K(x) − ELBO = {test['nonlinear VAE']['iw'][-1] - test['nonlinear VAE']['elbo']:.2f}"
       f" nats, a lower bound on its average gap KL(q(z|x) || p(z|x)) (on average over K-sample draws)")
+linear_iw, nonlinear_iw = test["linear VAE"]["iw"], test["nonlinear VAE"]["iw"]
+course.claim(abs(linear_iw[-1] - test["linear VAE"]["exact"]) < 0.05
+             and abs(test["linear VAE"]["exact"] - ppca_test) < 0.1
+             and 1 < test["nonlinear VAE"]["elbo"] - ppca_test < 10
+             and nonlinear_iw[-1] - test["nonlinear VAE"]["elbo"] > test["nonlinear VAE"]["elbo"] - ppca_test
+             and nonlinear_iw[-1] > nonlinear_iw[-2],
+             f"the linear VAE's estimate reaches its exact log p(x) ({linear_iw[-1]:.3f} against "
+             f"{test['linear VAE']['exact']:.3f}), which is pPCA's ({ppca_test:.3f}) to a small fraction of "
+             f"a nat; the nonlinear VAE is better by a few nats in the ELBO "
+             f"({test['nonlinear VAE']['elbo'] - ppca_test:.2f}) and by more in log p̂_K "
+             f"({nonlinear_iw[-1] - ppca_test:.2f}), and its estimate still rises at the last K")
 
 # %%
 fig = Figure(figsize=(12, 4.4), layout="constrained")
@@ -629,7 +677,7 @@ right.set_xlabel("mean test log-likelihood or ELBO (nats per example, higher is 
 right.set_title("Test numbers")
 right.grid(True, axis="x", alpha=0.3)
 plots.save_figure(fig, course.figure_path(TUTORIAL, "nonlinear.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # For the linear VAE the picture is complete: its importance-weighted estimate starts at its ELBO

@@ -23,9 +23,11 @@
 # **Prerequisites.** Tutorial 3 (the ELBO as reconstruction minus rate) and tutorial 4 (the
 # reference model and how it is trained); tutorial 6 for the link between the rate and sampling.
 #
-# **Run time.** About a minute in full on an idle machine, several on a busy one (ten models, each
-# trained for a fixed, small number of epochs; see below); about 5 seconds with `MINIVAE_QUICK=1`,
-# whose small, barely trained models make figures without meaning.
+# **Run time.** About two and a half minutes in full (149 to 162 s measured on a two-core machine
+# shared with other jobs, load average 4 to 4.7; less on an idle one): eleven models, each trained for a fixed, small
+# number of epochs (see below). `MINIVAE_SIZE=lab` trains them for a third of the epochs (85 s
+# measured at load average 6), and its numbers differ from the ones quoted here; about 5 seconds with `MINIVAE_QUICK=1`, whose small,
+# barely trained models make figures without meaning.
 
 # %%
 import numpy as np
@@ -35,6 +37,7 @@ from scipy.special import logsumexp
 import minivae
 from minivae import course, plots
 from minivae.ops import diagonal_gaussian_log_prob
+from minivae.reference import REFERENCE
 
 TUTORIAL = "07_when_vaes_go_wrong"
 rng = np.random.default_rng(7)
@@ -72,15 +75,15 @@ x_test, _ = minivae.datasets.load_digits("test")
 BETAS = course.size([0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 8.0], [0.5, 1.0, 4.0])
 LATENT_DIM = course.size(16, 4)
 HIDDEN = course.size((256, 256), (32,))
-EPOCHS = course.size(60, 2)
+EPOCHS = course.size(60, 2, lab=20)
 
 beta_models = {}
 for beta in BETAS:
     model = minivae.VAE(64, LATENT_DIM, hidden=HIDDEN, likelihood="categorical",
                         num_values=NUM_VALUES, beta=beta, seed=0)
-    history = minivae.fit(model, x_train, epochs=EPOCHS, batch_size=64,
-                          optimizer=minivae.Adamax(lr=1e-3), rng=np.random.default_rng(0),
-                          verbose=False)
+    history = minivae.fit(model, x_train, epochs=EPOCHS, batch_size=REFERENCE.batch_size,
+                          optimizer=minivae.Adamax(lr=REFERENCE.lr), ema=REFERENCE.ema,
+                          rng=np.random.default_rng(REFERENCE.seed), verbose=False)
     beta_models[beta] = model
     print(f"β = {beta:4.2f}: {history.epochs} epochs in {history.seconds:5.1f} s, "
           f"final training loss D + βR {history.train_loss[-1]:7.2f} nats")
@@ -123,25 +126,41 @@ for beta, model in beta_models.items():
     print(f"β = {beta:4.2f}: test distortion {summary[beta]['distortion']:7.2f}, "
           f"rate {summary[beta]['rate']:6.2f}, -ELBO {summary[beta]['distortion'] + summary[beta]['rate']:7.2f}"
           f" nats; active units {summary[beta]['active']:2d} of {LATENT_DIM}")
+if course.full():  # the claims name β values of the full run
+    per_dim = {beta: summary[beta]["per_dimension"] for beta in BETAS}
+    course.claim(per_dim[0.25].min() >= 0.3,
+                 f"with β = 1/4 every dimension carries a third of a nat or more (least {per_dim[0.25].min():.2f})")
+    course.claim(LATENT_DIM / 3 <= np.sum(per_dim[1.0] < 0.1) <= 2 * LATENT_DIM / 3,
+                 f"at β = 1 about half the dimensions carry less than a tenth of a nat "
+                 f"({np.sum(per_dim[1.0] < 0.1)} of {LATENT_DIM})")
+    course.claim(all(per_dim[beta].max() < 0.01 for beta in (4.0, 8.0)),
+                 f"from β = 4 on the rate is zero in every dimension to within a few thousandths "
+                 f"(largest {max(per_dim[beta].max() for beta in (4.0, 8.0)):.3f})")
+    course.claim(all(summary[beta]["active"] >= LATENT_DIM / 3 and np.sum(per_dim[beta] < 0.1) > LATENT_DIM / 2
+                     for beta in (2.0, 3.0)),
+                 f"at β = 2 and 3 many dimensions still count as active ({summary[2.0]['active']}, "
+                 f"{summary[3.0]['active']} of {LATENT_DIM}) although most carry less than a tenth of a nat "
+                 f"({np.sum(per_dim[2.0] < 0.1)}, {np.sum(per_dim[3.0] < 0.1)})")
 
 # %% [markdown]
 # The figure shows each model's test rate per dimension, sorted from the most to the least used
 # (the dimensions are exchangeable, so their order means nothing), with the number of active units
 # on the right.
 #
-# - With β = 1/4 every dimension carries half a nat or more. As β grows, dimensions switch off one
+# - With β = 1/4 every dimension carries a third of a nat or more. As β grows, dimensions switch off one
 #   after another: the rate concentrates in a few dimensions and the rest fall to zero.
-# - Already at β = 1, the plain ELBO, more than half the dimensions carry less than a tenth of a
+# - Already at β = 1, the plain ELBO, about half the dimensions carry less than a tenth of a
 #   nat. That is
 #   not a bug: a dimension costs rate, and the ELBO switches off those that do not pay for
 #   themselves in distortion.
 # - From β = 4 on the collapse is complete: the rate is zero in every dimension (to within a few
 #   thousandths of a nat). The encoder outputs the prior whatever the input, and the decoder
 #   receives noise.
-# - The active-unit count lags behind. At β = 2 and 3 it still reports most dimensions as active,
-#   although their rates are hundredths of a nat: the threshold on `Var_x(E[z_j|x])` is lenient,
-#   and a dimension whose mean wiggles by ±0.1 while its variance stays near 1 passes it without
-#   carrying anything worth having. Look at the rates, not only at the count.
+# - The active-unit count lags behind. At β = 2 and 3 it still reports many dimensions as active
+#   (about half or more), although most of them carry only hundredths of a nat: the threshold on
+#   `Var_x(E[z_j|x])` is lenient, and a dimension whose mean wiggles by ±0.1 while its variance
+#   stays near 1 passes it without carrying anything worth having. Look at the rates, not only at
+#   the count.
 
 # %%
 rates = np.array([np.sort(summary[beta]["per_dimension"])[::-1] for beta in BETAS])
@@ -160,7 +179,7 @@ right.set_yticks(range(len(BETAS)), [f"{summary[beta]['active']} active" for bet
 fig.colorbar(image, ax=ax, label="rate KL_j (nats per image)", pad=0.02)
 ax.set_title("Rate of each latent dimension on the test set")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "rate_per_dimension.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # What does a collapsed dimension look like from the inside? The active-unit test looks at how much
@@ -171,12 +190,23 @@ fig
 # Collapsed ones pile up at the upper left, at variance 1 and a mean that does not move: exactly
 # the prior. The dashed line is the active-unit threshold.
 #
-# The points also lie close to a curve, `Var_x(mu_j) + E_x[σ_j²] = 1` (grey). The left side is the
-# variance of `z_j` over all images and all posterior draws (the law of total variance), and the
-# KL term keeps it near the prior's variance, 1. So a dimension can only trade one for the other:
-# collapse moves it along the curve to the upper left. The dimensions of the β = 1/4 model
-# overshoot it to the right: their codes spread wider than the prior does. This spread of the codes
-# over the whole data set returns below, as the *aggregate posterior*.
+# The points also lie close to a curve, `Var_x(μ_j) + E_x[σ_j²] = 1` (grey). The left side is the
+# variance of `z_j` over all images and all posterior draws (the law of total variance). Why 1?
+# The decoder's first layer is linear in `z`: multiplying `z_j` by a factor `c` and the matching
+# column of that layer's weights by `1/c` changes no reconstruction, and neither does shifting
+# `z_j` and compensating in the bias. Only the KL term changes, so at a stationary point of
+# training its derivative along these two moves is zero, which gives `E_x[μ_j] = 0` and
+# `E_x[μ_j²] + E_x[σ_j²] = 1`, exactly and for every β (β only scales the KL). So a dimension can
+# only trade one for the other: collapse moves it along the curve to the upper left. The
+# dimensions of the β = 1/4 model lie to the right of the curve, their codes spread wider than the
+# prior, so that model is not at a stationary point. Nor is it on its way to one: trained four
+# times longer, the same model lies *further* to the right (the cell below measures it). The
+# scaling move leaves the reconstruction unchanged, so only the KL, weighted by β, pulls the codes
+# back along it, and with β = 1/4 that pull is weak next to the noise of the minibatch gradients,
+# which, along a direction the reconstruction does not see, tends to spread the codes out rather
+# than average to zero. The overshoot is a property of stochastic training with a small β, not of
+# the ELBO's optimum. This spread of the codes over the whole data set returns below, as the
+# *aggregate posterior*.
 
 # %%
 fig = Figure(figsize=(6.6, 4.6), layout="constrained")
@@ -198,7 +228,40 @@ ax.set_title("Each latent dimension of each model")
 ax.grid(True, alpha=0.3)
 ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
 plots.save_figure(fig, course.figure_path(TUTORIAL, "collapse_diagnostic.png"))
-fig
+course.show(fig)
+
+# %%
+# The stationarity conditions, dimension by dimension: E_x[μ_j] = 0 and E_x[μ_j²] + E_x[σ_j²] = 1.
+total_variance = {}
+for beta, model in beta_models.items():
+    mu, logvar = (a.astype(np.float64) for a in model.encode(x_test))
+    total_variance[beta] = np.mean(mu ** 2, axis=0) + np.mean(np.exp(logvar), axis=0)
+    print(f"β = {beta:4.2f}: E_x[μ_j²] + E_x[σ_j²] from {total_variance[beta].min():.2f} to "
+          f"{total_variance[beta].max():.2f}, mean {total_variance[beta].mean():.2f}; "
+          f"largest |E_x[μ_j]| {np.abs(mu.mean(axis=0)).max():.2f}")
+if course.full():
+    course.claim(total_variance[0.25].mean() > 1.1
+                 and total_variance[0.25].mean() - 1 > 2 * abs(total_variance[1.0].mean() - 1),
+                 f"the β = 1/4 model overshoots the curve (mean {total_variance[0.25].mean():.2f}), "
+                 f"much more than the β = 1 model (mean {total_variance[1.0].mean():.2f})")
+
+# %%
+# The β = 1/4 model again, trained four times as long: closer to the curve, or further away?
+longer = minivae.VAE(64, LATENT_DIM, hidden=HIDDEN, likelihood="categorical", num_values=NUM_VALUES,
+                     beta=BETAS[0], seed=0)
+minivae.fit(longer, x_train, epochs=4 * EPOCHS, batch_size=REFERENCE.batch_size,
+            optimizer=minivae.Adamax(lr=REFERENCE.lr), ema=REFERENCE.ema,
+            rng=np.random.default_rng(REFERENCE.seed), verbose=False)
+for name, model in ((f"{EPOCHS} epochs", beta_models[BETAS[0]]), (f"{4 * EPOCHS} epochs", longer)):
+    mu, logvar = (a.astype(np.float64) for a in model.encode(x_train))
+    print(f"β = {BETAS[0]:g}, {name:>10s}: E_x[μ_j²] + E_x[σ_j²] on the training set, mean over j "
+          f"{np.mean(mu ** 2 + np.exp(logvar)):.2f}")
+if course.full():
+    mu, logvar = (a.astype(np.float64) for a in longer.encode(x_test))
+    longer_total = float(np.mean(mu ** 2 + np.exp(logvar)))
+    course.claim(longer_total > total_variance[0.25].mean(),
+                 f"trained four times longer, the β = 1/4 model lies further from the curve "
+                 f"({longer_total:.2f} against {total_variance[0.25].mean():.2f} on the test set)")
 
 # %% [markdown]
 # ## Why collapse comes so easily here: a decoder that can do without z
@@ -221,6 +284,17 @@ pixel_log_probs = np.log((counts + 1) / (counts + 1).sum(axis=-1, keepdims=True)
 no_code_distortion = -np.mean(np.sum(pixel_log_probs[np.arange(64), x_test], axis=1))
 print(f"per-pixel marginals, no z at all: {no_code_distortion:.2f} nats per test image")
 print(f"β = 1 model: distortion + rate = {summary[1.0]['distortion'] + summary[1.0]['rate']:.2f} nats")
+if course.full():
+    one = summary[1.0]
+    course.claim(all(abs(summary[beta]["distortion"] - no_code_distortion) < 0.15 for beta in (4.0, 8.0))
+                 and 7 < no_code_distortion - one["distortion"] - one["rate"] < 11
+                 and 12 < no_code_distortion - one["distortion"] < 18 and 4 < one["rate"] < 8,
+                 f"the collapsed models' distortion is the marginals' to within a tenth of a nat "
+                 f"({summary[4.0]['distortion']:.2f}, {summary[8.0]['distortion']:.2f} against "
+                 f"{no_code_distortion:.2f}); the β = 1 model's -ELBO is about 9 nats better "
+                 f"({no_code_distortion - one['distortion'] - one['rate']:.1f}), with about 15 nats less "
+                 f"distortion ({no_code_distortion - one['distortion']:.1f}) for about 6 nats of rate "
+                 f"({one['rate']:.1f})")
 
 # %% [markdown]
 # The collapsed models' distortion is this number, to within a tenth of a nat: with nothing from
@@ -278,11 +352,18 @@ ax.set_title("Rate against distortion, one point per β")
 ax.grid(True, alpha=0.3)
 ax.legend(loc="upper right", fontsize="small")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "rate_distortion.png"))
-fig
+course.show(fig)
+if course.full():
+    i2, i3 = BETAS.index(2.0), BETAS.index(3.0)
+    slope_near_zero = ((distortion_values[i3] - distortion_values[i2]) / (rate_values[i2] - rate_values[i3]),
+                       (no_code_distortion - distortion_values[i3]) / rate_values[i3])
+    course.claim(all(3 <= value <= 4.5 for value in slope_near_zero),
+                 f"near R = 0 the curve falls by about 3.5 to 4 nats of distortion per nat of rate "
+                 f"({slope_near_zero[0]:.1f} between β = 2 and 3, {slope_near_zero[1]:.1f} from β = 3 to R = 0)")
 
 # %% [markdown]
 # What the points mean in images: the top row holds test digits, each row below their
-# reconstructions (the decoder's mean at `z = mu(x)`) by one model; on the right, the decoder's
+# reconstructions (the decoder's mean at `z = μ(x)`) by one model; on the right, the decoder's
 # mean for the *same* ten draws from the prior under every model. Low β reconstructs well; as β
 # grows, reconstructions blur towards an average digit of the right rough shape, and past the
 # collapse every row is the same grey blob, the mean of the per-pixel marginals, whatever the input.
@@ -312,7 +393,7 @@ for row, (beta, model) in enumerate(beta_models.items(), start=1):
 left.suptitle("Reconstructions of test digits")
 right.suptitle("Decoder means of the same prior draws")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "beta_reconstructions_and_samples.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## The hole problem
@@ -342,9 +423,9 @@ models_2d = {}
 for beta in HOLE_BETAS:
     model = minivae.VAE(64, 2, hidden=HIDDEN, likelihood="categorical", num_values=NUM_VALUES,
                         beta=beta, seed=0)
-    history = minivae.fit(model, x_train, epochs=course.size(100, 3), batch_size=64,
-                          optimizer=minivae.Adamax(lr=1e-3), rng=np.random.default_rng(0),
-                          verbose=False)
+    history = minivae.fit(model, x_train, epochs=course.size(100, 3, lab=35), batch_size=REFERENCE.batch_size,
+                          optimizer=minivae.Adamax(lr=REFERENCE.lr), ema=REFERENCE.ema,
+                          rng=np.random.default_rng(REFERENCE.seed), verbose=False)
     models_2d[beta] = model
     reconstruction, rate = model.elbo_parts(x_test, n_samples=10, rng=rng)
     print(f"latent_dim = 2, β = {beta:4.2f}: {history.epochs} epochs in {history.seconds:4.1f} s; "
@@ -406,6 +487,13 @@ for beta, model in models_2d.items():
           f"mean rate {mean_rate:5.2f} nats = I(x; z) {mean_rate - kl_aggregate:5.2f} "
           f"+ KL(q(z) || p(z)) {kl_aggregate:5.2f}")
 print(f"(I(x; z) ≤ log N = {np.log(x_train.shape[0]):.2f} nats)")
+if course.full():
+    shares = [holes[beta]["share_in_holes"] for beta in HOLE_BETAS]
+    kls = [holes[beta]["kl_aggregate"] for beta in HOLE_BETAS]
+    course.claim(shares == sorted(shares, reverse=True) and kls == sorted(kls, reverse=True),
+                 f"lower β makes the holes bigger: share of prior draws in holes "
+                 f"{', '.join(f'{100 * v:.1f}%' for v in shares)} and KL(q(z) || p(z)) "
+                 f"{', '.join(f'{v:.2f}' for v in kls)} for β = {HOLE_BETAS}")
 
 # %% [markdown]
 # Top row: the density of the aggregate posterior (darker is denser), with the prior's 1σ, 2σ and
@@ -450,7 +538,7 @@ for column, (beta, result) in enumerate(holes.items()):
 fig.colorbar(density_image, ax=axes[0, -1], label="log q(z) (floored 12 below the maximum)", shrink=0.9)
 fig.colorbar(ratio_image, ax=axes[1, -1], label="log10 q(z)/p(z) (clipped at ±3)", shrink=0.9)
 plots.save_figure(fig, course.figure_path(TUTORIAL, "aggregate_posterior.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## What the holes look like
@@ -496,10 +584,16 @@ def distance_to_nearest_training_image(images):
     return np.sqrt(np.min(np.sum(differences ** 2, axis=-1), axis=1))
 
 
+mean_distance = {}
 for name, z_group in (("holes", z_prior[in_hole[:500]]), ("data's codes", z_prior[covered[:500]])):
     distances = distance_to_nearest_training_image(decoded_means(model_holes, z_group))
+    mean_distance[name] = float(distances.mean())
     print(f"decoded from the {name:12s}: distance to the nearest training digit {distances.mean():5.2f} "
           f"on average ({len(z_group)} prior draws)")
+from_holes, from_data = mean_distance["holes"], mean_distance["data's codes"]
+course.claim(from_holes > from_data,
+             f"an image decoded from a hole is on average further from the closest training digit "
+             f"({from_holes:.2f}) than one decoded from where the data are ({from_data:.2f})")
 
 fig = Figure(figsize=(12, 4.8), layout="constrained")
 left, right = fig.subfigures(1, 2, width_ratios=[1, 1.3])
@@ -526,7 +620,7 @@ plots.image_grid(decoded_means(model_holes, covered_z), IMAGE_SHAPE, ncols=n_exa
                  ax=bottom, vmin=0, vmax=VMAX)
 bottom.set_title("decoded from where the data are")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "holes.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # The whole picture at once: the decoder's mean on a regular grid of codes over the prior's likely
@@ -557,7 +651,7 @@ ax.set_ylim(-edge, edge)
 ax.set_title(f"β = {beta_holes:g}: the decoder over the latent plane\n"
              "(red: holes, green dashed: the prior's 1σ and 2σ circles)")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "latent_map.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## What to take away

@@ -24,7 +24,8 @@
 # backward) and the reference model of tutorial 4. No numba knowledge is needed: `@numba.njit`
 # compiles a Python function made of loops over NumPy arrays, and that is all we use.
 #
-# **Run time.** About 20 seconds in full on an idle machine, up to a minute on a busy one; a few
+# **Run time.** Under a minute in full (22 to 33 s measured on a two-core machine shared with other
+# jobs, load average 3 to 4.6; the timings themselves suffer from such sharing, see below); a few
 # seconds with `MINIVAE_QUICK=1` (smaller matrices, fewer repeats: its numbers are rougher).
 # Every number here is measured as the file runs, so it depends on the machine and on what else
 # is running on it; the prose says what to expect, the printed numbers and the figures say what
@@ -286,7 +287,7 @@ for subfig, (title, (a_cells, b_cells, c_cells, caption)) in zip(fig.subfigures(
     subfig.supxlabel(caption, fontsize="small")
 fig.suptitle("What the innermost loop touches (each row is contiguous in memory)")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "loop_orders.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## Four ways to multiply, measured
@@ -361,7 +362,7 @@ for line, (color, linestyle) in zip(ax.lines, styles.values()):
 ax.get_legend().remove()
 fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize="small")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "square_products.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # Read the gaps as factors (the y axis is logarithmic). Expect four bands on one thread, and a
@@ -445,7 +446,7 @@ for impl in implementations:
     total = sum(sum(product_seconds[product, impl]) for product in products)
     print(f"{impl:24s} all 18 products: {total * 1e3:.3f} ms "
           f"({gflops(3 * flops.sum(), total):.1f} GFLOP/s overall)")
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## Checking a kernel against its reference
@@ -517,7 +518,10 @@ plots.save_figure(fig, course.figure_path(TUTORIAL, "float32_error.png"))
 for name, values in errors.items():
     print(f"{name:24s} k = {k_values[-1]}: error / (|A||B|) = {values[-1]:.1e}  "
           f"(√k·u = {np.sqrt(k_values[-1]) * u:.1e}, k·u = {k_values[-1] * u:.1e})")
-fig
+worst_ratio = max(float(np.max(np.asarray(values) / (np.asarray(k_values) * u))) for values in errors.values())
+course.claim(worst_ratio < 1,
+             f"every curve stays below the worst-case line k·u (at most {worst_ratio:.2f} of it)")
+course.show(fig)
 
 # %% [markdown]
 # Every curve stays below the worst-case line, with room to spare. The textbook loop is one
@@ -588,9 +592,9 @@ print(f"float64: 3 products x {len(awkward_shapes)} shapes pass; the worst error
 # ## Fusion: fewer passes over memory
 #
 # The other kernels in `minivae/kernels/` are not about products: they *fuse* passes. NumPy
-# evaluates `np.where(h > 0, h, 0.01 * h)` after `h = x @ W + b` as separate whole-array
+# evaluates `np.where(v > 0, v, 0.01 * v)` after `v = x @ W + b` as separate whole-array
 # operations, each one reading its inputs from memory and writing a fresh temporary: `+ b`,
-# `h > 0`, `0.01 * h`, `where`. A fused kernel reads each number once and does all of it while
+# `v > 0`, `0.01 * v`, `where`. A fused kernel reads each number once and does all of it while
 # the number is in a register. That pays most where there is much elementwise work and little
 # arithmetic:
 #
@@ -700,7 +704,7 @@ ax.grid(True, axis="x", alpha=0.3)
 ax.set_axisbelow(True)
 fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2)
 plots.save_figure(fig, course.figure_path(TUTORIAL, "fusion.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # ## A whole training step, both backends
@@ -721,6 +725,9 @@ worst_gradient = max(np.max(np.abs(grads_numba[key] - grads_numpy[key])) / np.ma
                      for key in grads_numpy)
 print(f"loss: numpy {loss_numpy:.5f}, numba {loss_numba:.5f}; largest gradient difference "
       f"{worst_gradient:.1e} of the largest gradient entry")
+course.claim(abs(loss_numpy - loss_numba) < 1e-5 * abs(loss_numpy) and worst_gradient < 1e-4,
+             f"both backends compute the same loss and gradients, to float32 rounding "
+             f"({abs(loss_numpy - loss_numba):.1e} nats, {worst_gradient:.1e})")
 
 # %% [markdown]
 # How much arithmetic is in a step? Nearly all of it is in the products: each layer's three
@@ -804,7 +811,7 @@ ax.grid(True, axis="x", alpha=0.3)
 ax.set_axisbelow(True)
 fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=4, fontsize="small")
 plots.save_figure(fig, course.figure_path(TUTORIAL, "training_step.png"))
-fig
+course.show(fig)
 
 # %% [markdown]
 # Read the two bars part by part. The products cost what the previous sections measured for each
