@@ -167,6 +167,8 @@ def write_notebooks(out_dir, tutorials_dir=None):
     -------
     list of pathlib.Path, the notebooks written, in course order
     """
+    from .files import write_text
+
     out_dir = Path(out_dir)
     sources = tutorial_paths(tutorials_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -174,7 +176,7 @@ def write_notebooks(out_dir, tutorials_dir=None):
     for source in sources:
         notebook = percent_to_notebook(source.read_text(encoding="utf-8"))
         target = out_dir / (source.stem + ".ipynb")
-        target.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_text(target, json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
         written.append(target)
     return written
 

@@ -156,7 +156,8 @@ def save_figure(fig, path):
 
     The format follows the suffix of ``path`` (``.png``, ``.pdf``, ``.svg``, ...; PNG when there is
     none), raster formats at ``SAVE_DPI`` = 120 dots per inch, cropped to the drawn content so
-    that legends placed outside the axes are kept.
+    that legends placed outside the axes are kept. The file is written under a temporary name and
+    renamed into place (:func:`minivae.files.atomic_path`).
 
     Parameters
     ----------
@@ -174,10 +175,13 @@ def save_figure(fig, path):
         raise TypeError(f"fig must be a matplotlib Figure; got {type(fig).__name__}")
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike; got {type(path).__name__}")
+    from .files import atomic_path
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=SAVE_DPI, bbox_inches="tight", pad_inches=0.05,
-                format=None if path.suffix else "png")
+    figure_format = path.suffix[1:].lower() if path.suffix else "png"
+    with atomic_path(path) as temporary:  # a figure interrupted half-way never replaces a whole one
+        fig.savefig(temporary, dpi=SAVE_DPI, bbox_inches="tight", pad_inches=0.05, format=figure_format)
     return path
 
 

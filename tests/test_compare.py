@@ -104,7 +104,7 @@ def test_bits_per_dim_are_nats_over_64_ln_2(quick_run):
 def test_files_are_written_and_match_stdout(quick_run):
     result, out = quick_run
     names = {path.name for path in out.iterdir()}
-    assert names == {"compare.json", "compare_bars.png", "compare_curves_q2.png", "compare_curves_q16.png"}
+    assert names == {"compare.json", "compare_gaps.png", "compare_curves_q2.png", "compare_curves_q16.png"}
     assert json.loads((out / "compare.json").read_text()) == result
     for name in names - {"compare.json"}:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -67,6 +67,17 @@ TUTORIAL = "08_inside_the_kernels"
 rng = np.random.default_rng(8)
 DTYPE = np.float32  # the model's dtype: every product below is in float32 unless it says otherwise
 
+# minivae's numba backend runs each product shape on the faster of its hand-written kernel and BLAS,
+# timed once per machine (see minivae/kernels/gemm.py). This tutorial is about the hand-written
+# kernel itself, so it sends every product there; the rest of the course keeps the faster route.
+kernels.gemm.GEMM_ROUTE = "kernel"
+
+# Live timings on a busy machine mean little: say so when the load is above the number of cores.
+load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+if load > (os.cpu_count() or 1):
+    print(f"WARNING: the machine is busy (load average {load:.1f} on {os.cpu_count()} cores): the timings "
+          f"below are slower and noisier than this machine can do; run again when it is quiet")
+
 blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
 gemm_threads = kernels.gemm.GEMM_THREADS or numba.get_num_threads()
 print(f"cores: {os.cpu_count()}; NumPy's BLAS: {blas['name']} {blas.get('version', '')}, "
