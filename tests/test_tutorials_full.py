@@ -82,3 +82,20 @@ def test_minivae_train_reports_the_numbers_of_tutorial_4(figures, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert round(summary["test_nelbo"], 2) == pytest.approx(nelbo, abs=0.006)
     assert round(summary["test_nll"], 2) == pytest.approx(nll, abs=0.006)
+
+
+def test_the_readme_ten_line_example_prints_the_numbers_the_readme_gives(tmp_path):
+    """The README's ten-line example, run as written, prints the seed-0 "defaults" numbers of its table."""
+    readme = (TUTORIALS_DIR.parent / "README.md").read_text(encoding="utf-8")
+    example = readme.split("## Ten lines of Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    table_row = re.search(r"^\| 0 \| ([0-9.]+) \| ([0-9.]+) \|", readme, re.MULTILINE)
+    assert table_row, "README has no seed-0 row in its table of measured results"
+    script = tmp_path / "example.py"
+    script.write_text(example, encoding="utf-8")
+    env = dict(os.environ, MPLBACKEND="Agg", MINIVAE_GEMM="blas")
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=FULL_TIMEOUT_SECONDS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = dict(re.findall(r"^test (-ELBO|NLL)\s+([0-9.]+)$", result.stdout, re.MULTILINE))
+    assert f"{float(printed['-ELBO']):.2f}" == table_row.group(1)
+    assert f"{float(printed['NLL']):.2f}" == table_row.group(2)
