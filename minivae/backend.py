@@ -20,6 +20,7 @@ environment variable ``MINIVAE_BACKEND`` sets the starting value.
 import contextlib
 import os
 import types
+import warnings
 
 from . import ops
 
@@ -27,6 +28,7 @@ BACKENDS = ("numpy", "numba")
 _current = os.environ.get("MINIVAE_BACKEND", "numba")
 if _current not in BACKENDS:
     raise ValueError(f"MINIVAE_BACKEND must be one of {BACKENDS}; got {_current!r}")
+_chosen = "MINIVAE_BACKEND" in os.environ  # False while "numba" is only the default (see leaf_ops)
 
 
 def check_backend(name):
@@ -43,8 +45,8 @@ def get_backend():
 
 def set_backend(name):
     """Use backend ``name`` ("numpy" or "numba") from now on, where no ``backend=`` says otherwise."""
-    global _current
-    _current = check_backend(name)
+    global _current, _chosen
+    _current, _chosen = check_backend(name), True
 
 
 @contextlib.contextmanager
@@ -73,13 +75,26 @@ def leaf_ops(name=None):
     -------
     :mod:`minivae.ops` for "numpy"; for "numba", a namespace with every function of :mod:`minivae.ops`,
     in which those that :mod:`minivae.kernels` implements (``kernels.LEAF_OPS``) are the kernels.
-    The kernels are imported on first use (importing numba takes a moment).
+    The kernels are imported on first use (importing numba takes a moment). Where numba cannot be
+    imported and "numba" is only the default (not set by ``MINIVAE_BACKEND``, :func:`set_backend` or
+    a ``backend=`` argument), minivae warns once and runs on NumPy; asked for by name, it raises.
     """
     if resolve(name) == "numpy":
         return ops
-    global _compiled_ops
+    global _compiled_ops, _current
     if _compiled_ops is None:
-        from . import kernels
+        try:
+            from . import kernels
+        except ImportError as error:  # numba (or llvmlite) is not installed
+            if name is None and not _chosen:  # "numba" was only the default: run on NumPy, and say so
+                warnings.warn(f"numba cannot be imported ({error}), so minivae runs on its NumPy backend; "
+                              f"`pip install numba` for the compiled kernels (MINIVAE_BACKEND=numpy "
+                              f"silences this)", stacklevel=2)
+                _current = "numpy"
+                return ops
+            raise ImportError(f"the numba backend needs numba, which cannot be imported ({error}): "
+                              f"`pip install numba`, or use the NumPy backend (backend='numpy', "
+                              f"MINIVAE_BACKEND=numpy)") from error
         functions = {key: value for key, value in vars(ops).items() if not key.startswith("_")}
         functions.update({key: getattr(kernels, key) for key in kernels.LEAF_OPS})
         _compiled_ops = types.SimpleNamespace(**functions)

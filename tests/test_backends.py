@@ -1,5 +1,8 @@
 """The numba backend computes what the NumPy reference computes, for every configuration the API accepts."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -130,3 +133,26 @@ def test_switching_the_backend():
         minivae.VAE(4, 2, backend="jax")
     with pytest.raises(ValueError, match="backend must be one of"):
         minivae.Adam(backend="torch")
+
+
+WITHOUT_NUMBA = "import sys; sys.modules['numba'] = None; sys.modules['llvmlite'] = None\n"  # imports then fail
+
+
+def test_without_numba_the_default_runs_on_numpy_and_says_so(tmp_path):
+    # numba is a dependency, but a student's environment may lack it: the default backend falls back
+    # with one warning, `minivae train` works, and asking for numba by name is a clear error
+    code = WITHOUT_NUMBA + (
+        "from minivae import cli\n"
+        f"sys.exit(cli.main(['train', '--epochs', '1', '--hidden', '16', '--latent', '2', '--test-samples', '4',"
+        f" '--no-figures', '--quiet', '--out', {str(tmp_path / 'run')!r}]))")
+    env = {key: value for key, value in __import__("os").environ.items() if key != "MINIVAE_BACKEND"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "runs on its NumPy backend" in result.stderr and "Traceback" not in result.stderr
+    assert (tmp_path / "run" / "params.npz").exists()
+    explicit = WITHOUT_NUMBA + (
+        "import numpy as np, minivae\n"
+        "m = minivae.VAE(4, 2, hidden=(3,), backend='numba')\n"
+        "m.loss_and_grads(np.zeros((2, 4)))\n")
+    result = subprocess.run([sys.executable, "-c", explicit], capture_output=True, text=True, env=env)
+    assert result.returncode != 0 and "the numba backend needs numba" in result.stderr
