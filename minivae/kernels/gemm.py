@@ -543,6 +543,7 @@ ROUTE_MARGIN = 1.05  # the kernel takes a shape only when it is at least 5% fast
 ROUTE_REPEATS = 3  # timings of each candidate per decision (the minimum counts), after one warm-up call
 ROUTE_MIN_ROWS = 8  # row counts are rounded up to a power of two, from 8: a few decisions cover any batch
 _routes = None  # key -> "kernel" | "blas", loaded from the cache file on first use
+_route_memo = {}  # (a_trans, b_trans, M, K, N, dtype) -> route, for the products seen since _routes was loaded
 
 
 def route_key(a_trans, b_trans, M, K, N, dtype):
@@ -557,12 +558,16 @@ def product_route(a_trans, b_trans, M, K, N, dtype):
         return GEMM_ROUTE
     if GEMM_ROUTE != "auto":
         raise ValueError(f"GEMM_ROUTE (MINIVAE_GEMM) must be 'auto', 'kernel' or 'blas'; got {GEMM_ROUTE!r}")
-    routes = _load_routes()
-    key = route_key(a_trans, b_trans, M, K, N, dtype)
-    if key not in routes:
-        routes[key] = measure_route(a_trans, b_trans, key, dtype)
-        _save_routes(routes)
-    return routes[key]
+    exact = (a_trans, b_trans, M, K, N, dtype)
+    route = _route_memo.get(exact) if _routes is not None else None
+    if route is None:  # the hot path above looks up a tuple; building the key costs about 5 µs
+        routes = _load_routes()
+        key = route_key(a_trans, b_trans, M, K, N, dtype)
+        if key not in routes:
+            routes[key] = measure_route(a_trans, b_trans, key, dtype)
+            _save_routes(routes)
+        route = _route_memo[exact] = routes[key]
+    return route
 
 
 def measure_route(a_trans, b_trans, key, dtype):
@@ -601,6 +606,7 @@ def routes_path():
 def _load_routes():
     global _routes
     if _routes is None:
+        _route_memo.clear()
         try:
             with open(routes_path()) as file:
                 loaded = json.load(file)
