@@ -22,6 +22,7 @@ import numpy as np
 from . import ops
 from .checks import positive_int
 from .layers import MLP
+from .priors import make_prior
 from .reference import REFERENCE
 from .vae import VAE, build_networks, check_network_size, checked_config
 
@@ -53,7 +54,8 @@ class TwoLevelVAE(VAE):
                                      activation=activation, slope=slope, likelihood=likelihood,
                                      num_values=num_values, variance=variance, learn_variance=learn_variance,
                                      kl=kl, beta=beta, seed=seed, dtype=dtype)
-        if getattr(prior, "name", prior) == "vamp" or str(prior).startswith("vamp"):
+        prior = make_prior(prior)
+        if prior.name == "vamp":
             raise ValueError("the VampPrior mixes posteriors of the data's encoder; over z2 of a two-level VAE it "
                              "is not defined here: use prior='standard' or 'mog:K'")
         self.latent_dims = tuple(config["latent_dims"])
