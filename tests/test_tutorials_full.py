@@ -36,8 +36,8 @@ _outputs = {}
 
 
 def run_full(path, figures, cwd):
-    # MINIVAE_GEMM=blas: every product takes BLAS, as the measured routes do on the machines the claims
-    # were checked on, so that the full-size numbers do not depend on which route a machine picks
+    # MINIVAE_GEMM=blas (the default, stated so that an environment's own setting cannot change the
+    # full-size numbers the claims were checked with)
     env = dict(os.environ, MINIVAE_SIZE="full", MPLBACKEND="Agg", MINIVAE_FIGURES=str(figures), MINIVAE_GEMM="blas")
     env.pop("MINIVAE_QUICK", None)
     start = time.perf_counter()

@@ -67,9 +67,9 @@ TUTORIAL = "08_inside_the_kernels"
 rng = np.random.default_rng(8)
 DTYPE = np.float32  # the model's dtype: every product below is in float32 unless it says otherwise
 
-# minivae's numba backend runs each product shape on the faster of its hand-written kernel and BLAS,
-# timed once per machine (see minivae/kernels/gemm.py). This tutorial is about the hand-written
-# kernel itself, so it sends every product there; the rest of the course keeps the faster route.
+# minivae's numba backend runs its products on BLAS by default (MINIVAE_GEMM=auto picks the faster
+# of BLAS and the hand-written kernel for each shape; see minivae/kernels/gemm.py). This tutorial is
+# about the hand-written kernel itself, so it sends every product there.
 kernels.gemm.GEMM_ROUTE = "kernel"
 
 # Live timings on a busy machine mean little: say so when the load is above the number of cores.
