@@ -818,7 +818,9 @@ def run_train(args):
             interrupted_at = {"during": "test evaluation"}
             summary.update(interrupted=True, interrupted_by=_interrupts.name, interrupted_at=interrupted_at)
     summary.update({
-        "val_best_nelbo": history.best_val_loss,
+        "val_best_loss": history.best_val_loss,
+        "val_loss_name": history.val_loss_name,
+        **({"val_best_nelbo": history.best_val_loss} if history.val_loss_name == "-ELBO" else {}),
         "best_epoch": history.best_epoch,
         "epochs": history.epochs,
         "steps": history.steps,

@@ -8,7 +8,12 @@ An objective is a small object with one contract (written once for both backends
   per-batch figures the trainer records (for the ELBO: the rate and the distortion).
 
 Optionally, ``start_epoch(epoch)``: :func:`minivae.fit` calls it before each epoch (1-based), for
-schedules such as the KL warm-up.
+schedules such as the KL warm-up; and ``validation_loss(model, x, n_samples, rng)`` with a
+``validation_name``: what :func:`minivae.fit` measures on the validation data after each epoch to
+stop early (the -ELBO when an objective has none). Each objective here validates on its own bound,
+without its training devices: the ELBO on the -ELBO (β = 1, no warm-up, no free bits), IWAE(k) on
+-L_k. (Stopping an IWAE run on the single-sample -ELBO stops it too early: IWAE training tightens
+L_k while the ELBO it does not optimise gets worse.)
 
 An objective combines the terms a model computes per sample, log p(x|z) and the KL, with their
 hand-written backward (:meth:`minivae.VAE.elbo_terms` and :meth:`~minivae.VAE.elbo_terms_backward`),
@@ -81,6 +86,16 @@ class ELBO:
     def start_epoch(self, epoch):
         """Called by :func:`minivae.fit` before epoch ``epoch`` (1-based): moves the warm-up along."""
         self.epoch = int(epoch)
+
+    validation_name = "-ELBO"
+
+    def validation_loss(self, model, x, n_samples=1, rng=None):
+        """The -ELBO of x per example (``n_samples`` draws of z each): what :func:`minivae.fit` stops on.
+
+        The plain ELBO, whatever β, warm-up and free bits do to the training loss: they are devices of
+        training, and the ELBO is the bound on log p(x) that the stopping should compare across epochs.
+        """
+        return -float(np.mean(model.elbo(x, n_samples=n_samples, rng=rng)))
 
     def kl_weight(self):
         """The weight on the KL now: β, or its warmed-up fraction at the current epoch."""
@@ -172,6 +187,20 @@ class IWAE:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive integer (samples per example); got {k!r}")
         self.k = int(k)
+
+    @property
+    def validation_name(self):
+        return f"-L_{self.k}"
+
+    def validation_loss(self, model, x, n_samples=1, rng=None):
+        """-L_k of x per example, averaged over ``n_samples`` independent draws of the k samples.
+
+        The bound this objective trains, on the validation data (k decoder rows per example and
+        draw, forward only): :func:`minivae.fit` stops when it no longer rises.
+        """
+        # L_k is the importance-weighted estimate of log p(x) with K = k
+        return -float(np.mean([np.mean(model.log_likelihood(x, n_samples=self.k, rng=rng))
+                               for _ in range(n_samples)]))
 
     def draw_noise(self, model, n, rng):
         """The model's noise for k samples of each of n examples: eps (k, n, latent_dim) for a :class:`minivae.VAE`."""

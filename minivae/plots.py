@@ -589,7 +589,11 @@ def plot_history(history, path=None, title=None):
     ax.set_xlim(0.5, n_epochs + 0.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel(NEG_ELBO_LABEL)
+    name = history.get("val_loss_name") if isinstance(history, Mapping) else getattr(history, "val_loss_name", None)
+    if name in (None, "-ELBO"):
+        ax.set_ylabel(NEG_ELBO_LABEL)
+    else:  # an IWAE run: the training loss and the validation loss are -L_k
+        ax.set_ylabel(f"{name.replace('-', chr(0x2212))} (nats per example)")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best")
     if title:

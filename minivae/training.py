@@ -2,12 +2,14 @@
 
 :func:`fit` shuffles the training set every epoch, takes one optimizer step per minibatch with the
 gradients of the objective (:class:`minivae.objectives.ELBO` unless told otherwise), keeps a moving
-average of the weights (Polyak averaging), measures the validation -ELBO after each epoch, and stops
-when it has not improved for ``patience`` epochs, restoring the parameters of the best epoch. Its
+average of the weights (Polyak averaging), measures the validation loss after each epoch (the
+objective's own bound: the -ELBO, or -L_k for the IWAE objective), and stops when it has not improved
+for ``patience`` epochs, restoring the parameters of the best epoch. Its
 defaults are the reference setting of :mod:`minivae.reference`, the same as ``minivae train``'s.
 
 It uses only public contracts: the model's ``params``, ``check_x``, ``elbo`` and ``backend``; the
-objective's ``draw_noise`` and ``loss_and_grads``; the optimizer's ``step``.
+objective's ``draw_noise``, ``loss_and_grads`` and (optional) ``validation_loss``; the optimizer's
+``step``.
 """
 
 import contextlib
@@ -39,7 +41,9 @@ class History:
         (the IWAE bound's effective sample size, say), averaged over each epoch's examples
     active_units : list of int, the active latent dimensions after each epoch (on the validation
         data; see :meth:`minivae.VAE.active_units`)
-    val_loss : list of float, the validation -ELBO after each epoch (empty without validation data)
+    val_loss : list of float, the validation loss after each epoch (empty without validation data):
+        the objective's ``validation_loss``, the -ELBO by default
+    val_loss_name : str, what val_loss measures: "-ELBO", or "-L_k" for ``IWAE(k)``
     best_epoch : int or None, the epoch (1-based) whose parameters the model holds at the end
     best_val_loss : float or None, val_loss[best_epoch - 1]
     epochs : int, the number of epochs run (completed)
@@ -58,6 +62,7 @@ class History:
     train_stats: dict = field(default_factory=dict)
     active_units: list = field(default_factory=list)
     val_loss: list = field(default_factory=list)
+    val_loss_name: str = "-ELBO"
     best_epoch: int = None
     best_val_loss: float = None
     epochs: int = 0
@@ -85,20 +90,23 @@ def fit(model, x_train, x_val=None, objective=None, epochs=REFERENCE.max_epochs,
     ----------
     model : :class:`minivae.VAE`
     x_train : (N, input_dim) array
-    x_val : (M, input_dim) array or None; with it, the validation -ELBO is measured after every epoch
+    x_val : (M, input_dim) array or None; with it, the validation loss is measured after every epoch
         and drives early stopping; without it, all ``epochs`` run and the last parameters (or their
         average) are kept
     objective : the loss to minimise, anything with ``draw_noise(model, n, rng)`` and
         ``loss_and_grads(model, x, noise) -> (loss, grads, stats)`` (default ``model.objective()``,
-        the negative ELBO with the model's β; see :mod:`minivae.objectives`)
+        the negative ELBO with the model's β; see :mod:`minivae.objectives`); if it has
+        ``validation_loss(model, x, n_samples, rng)``, that is what is validated
     epochs : int, the largest number of passes over x_train
     batch_size : int; the last minibatch of an epoch may be smaller
     optimizer : :class:`minivae.optim.Optimizer` (default Adamax with lr 1e-3, the reference setting)
-    patience : int or None; stop after this many epochs without a better validation -ELBO
+    patience : int or None; stop after this many epochs without a better validation loss (the
+        objective's ``validation_loss``: the -ELBO, or -L_k for IWAE(k))
         (None: never stop early)
     rng : numpy.random.Generator for shuffling and for the noise of every step (default: a generator
         seeded from the model's seed, so that the same model seed gives identical parameters)
-    val_samples : int, samples of z per validation example in its -ELBO (more: less noisy stopping)
+    val_samples : int, draws per validation example in its loss: samples of z in the -ELBO, draws of
+        the k samples in IWAE's -L_k (more: less noisy stopping)
     ema : float in (0, 1) or None; if given, keep an exponential moving average of the parameters
         (Polyak averaging), avg ← d avg + (1 - d) params after every step with
         d = min(ema, (1 + t) / (10 + t)) at step t, so that early averages forget the initialisation;
@@ -162,6 +170,13 @@ class _Trainer:
         self.best_params = self.copy_params()
         self.average = self.copy_params() if ema else None
         self.where = None  # (epoch, step), 1-based, of the step running now
+        self.history.val_loss_name = getattr(objective, "validation_name", "-ELBO")
+
+    def validation_loss(self, x_val, n_samples, rng):
+        """The objective's validation loss of x_val (its own bound), or the -ELBO if it has none."""
+        if callable(getattr(self.objective, "validation_loss", None)):
+            return float(self.objective.validation_loss(self.model, x_val, n_samples, rng))
+        return -float(np.mean(self.model.elbo(x_val, n_samples=n_samples, rng=rng)))
 
     def copy_params(self):
         return {key: value.copy() for key, value in self.model.params.items()}
@@ -179,7 +194,8 @@ class _Trainer:
             self.model.set_params(self.average)
         history.seconds = time.perf_counter() - start_time
         if self.verbose and history.stopped_early:
-            print(f"stopped after {history.epochs} epochs: no better validation -ELBO for {patience} epochs; "
+            print(f"stopped after {history.epochs} epochs: no better validation {history.val_loss_name} for "
+                  f"{patience} epochs; "
                   f"kept epoch {history.best_epoch} ({history.best_val_loss:.3f})")
         if history.interrupted and self.verbose:
             kept = ("the initial parameters" if history.best_epoch is None and x_val is not None else
@@ -232,7 +248,7 @@ class _Trainer:
                     current = self.copy_params()
                     model.set_params(self.average)
                 with np.errstate(over="ignore", invalid="ignore"):  # a diverging model: the check below says so
-                    val_loss = -float(np.mean(model.elbo(x_val, n_samples=val_samples, rng=rng)))
+                    val_loss = self.validation_loss(x_val, val_samples, rng)
                 history.val_loss.append(val_loss)
                 if x_val.shape[0] >= 2:
                     history.active_units.append(model.active_units(x_val))
@@ -251,7 +267,7 @@ class _Trainer:
             if self.verbose:
                 line = f"epoch {epoch:4d}  train loss {history.train_loss[-1]:9.3f}"
                 if x_val is not None:
-                    line += (f"  val -ELBO {history.val_loss[-1]:9.3f}{' *' if improved else '  '}"
+                    line += (f"  val {history.val_loss_name} {history.val_loss[-1]:9.3f}{' *' if improved else '  '}"
                              f"  best {history.best_val_loss:9.3f} (epoch {history.best_epoch})")
                 print(line + f"  {time.perf_counter() - epoch_start:6.2f} s", flush=True)
 

@@ -247,6 +247,12 @@ def test_train_the_model_family_from_the_command_line(tmp_path):
         assert summary["settings"]["prior"] == (options[1] if options[0] == "--prior" else "standard")
         if "4,2" in options:
             assert len(summary["active_units"]) == 2 and " and " in result.stdout
+        history = json.loads((out / "history.json").read_text())
+        # the run stopped on its objective's own bound: -L_3 for IWAE(3), the -ELBO otherwise
+        name = "-L_3" if "iwae:3" in options else "-ELBO"
+        assert summary["val_loss_name"] == history["val_loss_name"] == name
+        assert summary["val_best_loss"] == min(history["val_loss"])
+        assert ("val_best_nelbo" in summary) == (name == "-ELBO")
 
 
 @pytest.mark.parametrize("options, message", [

@@ -86,6 +86,67 @@ def test_fit_trains_with_iwae_and_records_the_effective_sample_size():
     assert len(history.active_units) == 3 and len(history.train_rate) == 3
 
 
+def test_iwae_validates_on_its_own_bound_recomputed_by_hand():
+    """IWAE(k).validation_loss is -mean L_k: k samples of z ~ q(z|x), log w by scipy, logsumexp - log k."""
+    from scipy.special import log_softmax, logsumexp
+    from scipy.stats import norm
+
+    model, x, _ = _model(seed=4)
+    k, n = 6, x.shape[0]
+    eps = model.draw_noise(n, np.random.default_rng(11), samples=k)                   # (k, n, 2)
+    mu, logvar = model.encode(x)
+    z = mu + np.exp(0.5 * logvar) * eps
+    logits = model.decode(z.reshape(k * n, 2), check=False).reshape(k, n, 4, 3)
+    log_px = np.take_along_axis(log_softmax(logits, axis=-1), x.astype(int)[None, :, :, None], -1).sum(axis=(2, 3))
+    log_pz = norm.logpdf(z).sum(-1)
+    log_qz = norm.logpdf(z, mu, np.exp(0.5 * logvar)).sum(-1)
+    bound = logsumexp(log_px + log_pz - log_qz, axis=0) - np.log(k)                  # L_k per example
+    objective = IWAE(k)
+    assert objective.validation_name == "-L_6"
+    assert objective.validation_loss(model, x, 1, np.random.default_rng(11)) == pytest.approx(-bound.mean(), rel=1e-12)
+    # the ELBO validates on the plain -ELBO, whatever its training devices (warm-up, free bits, β)
+    elbo = ELBO(beta=3.0, warmup=5, free_bits=0.5)
+    assert elbo.validation_name == "-ELBO"
+    assert elbo.validation_loss(model, x, 4, np.random.default_rng(2)) == pytest.approx(
+        -np.mean(model.elbo(x, n_samples=4, rng=np.random.default_rng(2))), rel=1e-14)
+
+
+class _ScriptedValidation(ELBO):
+    """The ELBO, validated on a scripted sequence of losses: fit must stop on this, not on the -ELBO."""
+    validation_name = "-scripted"
+
+    def __init__(self, losses):
+        super().__init__()
+        self.losses, self.calls = list(losses), []
+
+    def validation_loss(self, model, x, n_samples=1, rng=None):
+        self.calls.append((x.shape[0], n_samples))
+        return self.losses[len(self.calls) - 1]
+
+
+def test_fit_stops_on_the_objective_validation_loss():
+    x = minivae.datasets.load_digits("train")[0][:100]
+    x_val = minivae.datasets.load_digits("val")[0][:30]
+    objective = _ScriptedValidation([5.0, 3.0, 4.0, 2.5, 2.6, 2.7, 2.8, 1.0])
+    history = minivae.fit(minivae.VAE(64, 2, hidden=(8,)), x, x_val, objective=objective, epochs=8,
+                          patience=3, val_samples=2, verbose=False)
+    assert history.val_loss == [5.0, 3.0, 4.0, 2.5, 2.6, 2.7, 2.8]  # stopped 3 epochs after epoch 4
+    assert (history.best_epoch, history.best_val_loss, history.stopped_early) == (4, 2.5, True)
+    assert history.val_loss_name == "-scripted" and objective.calls == [(30, 2)] * 7
+
+
+def test_fit_with_iwae_records_minus_l_k_as_its_validation_loss():
+    x = minivae.datasets.load_digits("train")[0][:100]
+    x_val = minivae.datasets.load_digits("val")[0][:40]
+    model = minivae.VAE(64, 3, hidden=(16,), seed=1)
+    history = minivae.fit(model, x, x_val, objective=IWAE(4), epochs=2, ema=None, verbose=False)
+    assert history.val_loss_name == "-L_4"
+    # the model holds the best epoch's parameters: its -L_4, recomputed, is that epoch's value up to noise
+    again = IWAE(4).validation_loss(model, model.check_x(x_val), 20, np.random.default_rng(0))
+    assert again == pytest.approx(history.best_val_loss, abs=1.0)
+    assert again < -np.mean(model.elbo(x_val, n_samples=20, rng=np.random.default_rng(0)))  # L_4 above the ELBO
+
+
 # ------------------------------------------------------------------------------------------------
 # Posterior collapse: KL warm-up and free bits
 # ------------------------------------------------------------------------------------------------
