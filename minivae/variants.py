@@ -35,6 +35,13 @@ VARIANTS = ("standard", "mog16", "vamp50", "iwae5", "iwae50", "two_level", "warm
 WARMUP_EPOCHS = 50
 FREE_BITS = 0.25  # nats per latent dimension
 TWO_LEVEL_LATENTS = (16, 8)
+# The test NLL (K = 5000) of PyTorch twins of each variant with the same settings (Adamax 1e-3, batch 64,
+# patience 20, no weight averaging), seeds 0 and 1, as issue 9 reports them: a published yardstick, not
+# a result of this code. A variant should land at or below the mean of its twin's numbers + TWIN_MARGIN.
+TWIN_TEST_NLL = {"standard": (92.79, 93.28), "mog16": (92.89, 92.36), "vamp50": (94.58, 94.32),
+                 "iwae5": (93.01, 92.45), "iwae50": (92.65,), "two_level": (93.79, 94.15),
+                 "warmup": (92.48, 92.88), "free_bits": (92.24, 92.61)}
+TWIN_MARGIN = 0.3
 QUICK = dict(hidden=(16,), epochs=2, test_samples=16, warmup=1, rows=200)  # for tests: seconds, meaningless numbers
 
 
@@ -109,6 +116,32 @@ def format_table(rows):
     return "\n".join(lines)
 
 
+def format_twin_comparison(rows):
+    """Each variant's mean test NLL over its seeds beside its PyTorch twin's (``TWIN_TEST_NLL``).
+
+    Only for full-size rows whose seeds are the twin's (0, and 1 where the twin has it): the mean of
+    this code's numbers, the twin's mean, the bound (twin mean + ``TWIN_MARGIN``) and the verdict.
+    """
+    lines = []
+    for name in dict.fromkeys(row["variant"] for row in rows):
+        twin = TWIN_TEST_NLL.get(name)
+        mine = {row["seed"]: row["test_nll"] for row in rows if row["variant"] == name
+                and row["test_nll_samples"] == TEST_NLL_SAMPLES}
+        if twin is None or sorted(mine) != list(range(len(twin))):
+            continue
+        mean, twin_mean = sum(mine.values()) / len(mine), sum(twin) / len(twin)
+        bound = twin_mean + TWIN_MARGIN
+        verdict = (f"{'beats' if mean < twin_mean else 'behind'} the twin by {abs(twin_mean - mean):.3f}; "
+                   f"{'within' if mean <= bound else 'ABOVE'} the bound by {abs(bound - mean):.3f}")
+        lines.append(f"{name:<11} {'/'.join(f'{mine[s]:.2f}' for s in sorted(mine)):>13} {mean:>8.3f} "
+                     f"{'/'.join(f'{t:.2f}' for t in twin):>13} {twin_mean:>8.3f} {bound:>8.3f}  {verdict}")
+    if not lines:
+        return ""
+    header = (f"{'variant':<11} {'test NLL':>13} {'mean':>8} {'twin':>13} {'mean':>8} {'bound':>8}  "
+              f"(bound: the twin's mean + {TWIN_MARGIN}, PyTorch, issue 9)")
+    return "\n".join([header] + lines)
+
+
 def add_parser(subcommands):
     """Add the ``variants`` subcommand to the ``argparse`` subparsers of :mod:`minivae.cli`."""
     parser = subcommands.add_parser(
@@ -150,6 +183,9 @@ def run(args):
             rows.append(run_variant(name, data, seed, args.quick))
             print(format_table(rows[-1:]).splitlines()[1], file=sys.stderr, flush=True)
     print(format_table(rows))
+    comparison = format_twin_comparison(rows)
+    if comparison:
+        print("\n" + comparison)
     from .files import write_text
 
     write_text(out / "variants.json", json.dumps({"reference": REFERENCE.to_dict(), "quick": bool(args.quick),

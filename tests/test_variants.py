@@ -63,3 +63,22 @@ def test_the_reported_numbers_are_recomputed_from_the_same_training(data):
     assert row["test_nelbo"] == pytest.approx(-model.elbo(x["test"], n_samples=100, rng=rng).mean(), rel=1e-12)
     assert row["test_nll"] == pytest.approx(-model.log_likelihood(x["test"], n_samples=16, rng=rng).mean(), rel=1e-12)
     assert row["active_units"] == model.active_units(x["test"])
+
+
+def test_the_twin_comparison_recomputes_each_mean_and_verdict():
+    def row(name, seed, nll, k=variants.TEST_NLL_SAMPLES):
+        return {"variant": name, "seed": seed, "test_nll": nll, "test_nll_samples": k}
+
+    rows = [row("standard", 0, 92.5), row("standard", 1, 93.0), row("free_bits", 0, 92.84), row("free_bits", 1, 92.62),
+            row("iwae50", 0, 93.5), row("mog16", 0, 91.0),              # mog16: seed 1 missing, no verdict
+            row("vamp50", 0, 90.0, k=16), row("vamp50", 1, 90.0, k=16)]  # quick rows (K = 16): no verdict
+    lines = variants.format_twin_comparison(rows).splitlines()
+    assert [line.split()[0] for line in lines[1:]] == ["standard", "free_bits", "iwae50"]
+    standard, free_bits, iwae50 = (line.split() for line in lines[1:])
+    twin = np.mean(variants.TWIN_TEST_NLL["standard"])
+    assert float(standard[2]) == pytest.approx(92.75, abs=5e-4) and float(standard[4]) == pytest.approx(twin, abs=5e-4)
+    assert "beats the twin by 0.285; within the bound by 0.585" in lines[1]
+    assert float(free_bits[2]) == pytest.approx(92.73, abs=5e-4)
+    assert "ABOVE the bound by 0.005" in lines[2]
+    assert "behind the twin by 0.850; ABOVE the bound by 0.550" in lines[3]
+    assert variants.format_twin_comparison([row("mog16", 0, 91.0)]) == ""
