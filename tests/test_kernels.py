@@ -573,3 +573,18 @@ def test_every_route_computes_the_same_products(route, monkeypatch):
     monkeypatch.setattr(K.gemm, "GEMM_ROUTE", "fastest")
     with pytest.raises(ValueError, match="must be 'auto', 'kernel' or 'blas'; got 'fastest'"):
         K.matmul(np.ones((2, 2)), np.ones((2, 2)))
+
+
+def test_blas_runs_on_one_thread_in_every_chunk_and_is_set_back_after():
+    """BLAS's thread count is global in OpenBLAS: a split product sets it to 1 for the whole split (in
+    every chunk, on every thread), then back; with BLAS's own threads some chunks were cut at other
+    rows, and the training of a fresh install was not reproducible."""
+    from minivae.kernels import threads
+    if not threads.blas_can_split():
+        pytest.skip("BLAS's thread count cannot be read and set here: products are not split")
+    set_threads, get_threads = threads._blas_functions()
+    before = get_threads()
+    seen = []
+    threads.run_chunks_blas_single_threaded(lambda begin, end: seen.append(get_threads()), 8, 2)
+    assert seen and set(seen) == {1}
+    assert get_threads() == before

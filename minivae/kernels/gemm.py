@@ -451,8 +451,7 @@ def _blas_product(a, a_trans, b, b_trans, c, accumulate):
     if n_threads == 1:
         rows(0, M)
     else:
-        threads.run_chunks(threads.blas_single_thread(rows), M, n_threads, min_rows=BLAS_MIN_ROWS,
-                           align=BLAS_ROW_ALIGN)
+        threads.run_chunks_blas_single_threaded(rows, M, n_threads, min_rows=BLAS_MIN_ROWS, align=BLAS_ROW_ALIGN)
     return c
 
 

@@ -99,22 +99,27 @@ def run_chunks(function, n_rows, n_threads, min_rows=1, align=1):
 
 
 # --------------------------------------------------------------------------------------------------
-# BLAS on one thread inside a chunk
+# BLAS on one thread while a product is split
 # --------------------------------------------------------------------------------------------------
 #
-# A product split into chunks must run each chunk on one BLAS thread, or BLAS's own threads and
-# ours fight over the cores. OpenBLAS (NumPy's wheels bundle it, its symbols prefixed ``scipy_``)
-# has ``openblas_set_num_threads_local`` (0.3.27 and later): the thread count of the calling thread
-# only, which is what a chunk needs. We look for the library among those the process has loaded
-# (/proc/self/maps, Linux). Without it, a product is split only if BLAS runs on one thread anyway.
+# A product split into chunks must run each chunk on one BLAS thread: BLAS's own threads and ours
+# would fight over the cores, and OpenBLAS cuts a product among its threads at rows that are not
+# multiples of its tile, which changes the last bits of the result, differently depending on which
+# thread ran which chunk. So the caller sets OpenBLAS's thread count to 1 for the time of the split
+# and restores it after (OpenBLAS's setting is global: ``openblas_set_num_threads_local`` of NumPy
+# 2.4's OpenBLAS changed it for every thread, so it cannot be set per chunk). NumPy's wheels bundle
+# OpenBLAS with its symbols renamed (``scipy_openblas_..._64_``); we look for the library among
+# those the process has loaded (/proc/self/maps, Linux). Without it, a product is split only if
+# BLAS runs on one thread anyway. Another thread of the program calling BLAS during a split runs on
+# one thread too.
 
-_blas = None  # (set_local or None, get_num_threads or None), found on first use
+_blas = None  # (set_num_threads or None, get_num_threads or None), found on first use
 
 
 def _find_blas():
     import ctypes
 
-    set_local = get_threads = None
+    set_threads = get_threads = None
     try:
         with open("/proc/self/maps") as maps:
             paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line})
@@ -125,41 +130,42 @@ def _find_blas():
             library = ctypes.CDLL(path)
         except OSError:
             continue
-        for name in ("openblas_set_num_threads_local", "scipy_openblas_set_num_threads_local64_"):
-            if set_local is None and hasattr(library, name):
-                set_local = getattr(library, name)
-                set_local.argtypes, set_local.restype = [ctypes.c_int], ctypes.c_int
+        for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                     "openblas_set_num_threads64_", "openblas_set_num_threads"):
+            if set_threads is None and hasattr(library, name):
+                set_threads = getattr(library, name)
+                set_threads.argtypes, set_threads.restype = [ctypes.c_int], None
         for name in ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
                      "openblas_get_num_threads64_", "openblas_get_num_threads"):
             if get_threads is None and hasattr(library, name):
                 get_threads = getattr(library, name)
                 get_threads.argtypes, get_threads.restype = [], ctypes.c_int
-    return set_local, get_threads
+    return set_threads, get_threads
 
 
-def blas_can_split():
-    """True if a product may be split into chunks: each chunk can be run on one BLAS thread."""
+def _blas_functions():
     global _blas
     if _blas is None:
         import numpy  # noqa: F401  (loads BLAS)
 
         _blas = _find_blas()
-    set_local, get_threads = _blas
-    return set_local is not None or (get_threads is not None and get_threads() == 1)
+    return _blas
 
 
-def blas_single_thread(function):
-    """``function(begin, end)`` wrapped so that BLAS runs it on one thread (the calling thread's setting
-    is restored after)."""
-    set_local = _blas[0] if _blas is not None else None
-    if set_local is None:
-        return function
+def blas_can_split():
+    """True if a product may be split into chunks: BLAS can be set to (or already runs on) one thread."""
+    set_threads, get_threads = _blas_functions()
+    return get_threads is not None and (set_threads is not None or get_threads() == 1)
 
-    def wrapped(begin, end):
-        previous = set_local(1)
-        try:
-            function(begin, end)
-        finally:
-            set_local(previous)
 
-    return wrapped
+def run_chunks_blas_single_threaded(function, n_rows, n_threads, **options):
+    """:func:`run_chunks` with OpenBLAS on one thread until every chunk is done (then set back)."""
+    set_threads, get_threads = _blas_functions()
+    previous = get_threads()
+    if previous != 1:
+        set_threads(1)
+    try:
+        run_chunks(function, n_rows, n_threads, **options)
+    finally:
+        if previous != 1:
+            set_threads(previous)
