@@ -429,8 +429,11 @@ def gemm(a, a_trans, b, b_trans, out, accumulate, names):
 def _blas_product(a, a_trans, b, b_trans, c, accumulate):
     """C (+)= op(a) @ op(b) by NumPy's matmul (BLAS); transposes are views, BLAS reads them in place.
 
-    A product of at least ``threads.PARALLEL_MIN_FLOPS`` is split into chunks of rows of C, run on
-    :func:`threads.thread_count` threads with BLAS on one thread in each (see :mod:`.threads`); each
+    BLAS runs on one thread (its thread count is set to 1 for the product, then back): the products
+    of a model this size are too small for BLAS's threads, which on a machine busy with other work
+    made a 0.4 ms product wait up to 37 ms for a descheduled thread. A product of at least
+    ``threads.PARALLEL_MIN_FLOPS`` is split into chunks of rows of C instead, run on
+    :func:`threads.thread_count` threads that take chunks as they come (see :mod:`.threads`); each
     row of C is the same product of the same numbers, split or not.
     """
     op_a, op_b = (a.T if a_trans else a), (b.T if b_trans else b)
@@ -443,15 +446,12 @@ def _blas_product(a, a_trans, b, b_trans, c, accumulate):
         else:
             np.matmul(op_a[begin:end], op_b, out=c[begin:end])
 
-    n_threads = 1
-    if 2 * M * N * K >= threads.PARALLEL_MIN_FLOPS and M >= 2 * BLAS_MIN_ROWS:
-        n_threads = threads.thread_count()
-        if n_threads > 1 and not threads.blas_can_split():
-            n_threads = 1
-    if n_threads == 1:
+    if not threads.blas_can_split():  # BLAS's threads cannot be set here: leave the product to BLAS
         rows(0, M)
-    else:
-        threads.run_chunks_blas_single_threaded(rows, M, n_threads, min_rows=BLAS_MIN_ROWS, align=BLAS_ROW_ALIGN)
+        return c
+    big = 2 * M * N * K >= threads.PARALLEL_MIN_FLOPS and M >= 2 * BLAS_MIN_ROWS
+    n_threads = threads.thread_count() if big else 1
+    threads.run_chunks_blas_single_threaded(rows, M, n_threads, min_rows=BLAS_MIN_ROWS, align=BLAS_ROW_ALIGN)
     return c
 
 
