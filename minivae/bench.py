@@ -1050,7 +1050,7 @@ def format_results(results):
     for label, key in (("empty cache (compiles)", "cold"), ("filled cache (loads)", "warm")):
         r = compile_[key]
         if r is None:
-            lines.append(f"  {label}: not measured (--quick)")
+            lines.append(f"  {label}: not measured (--quick, --short)")
         elif "first_step_seconds" in r:
             lines.append(f"  {label}: {r['first_step_seconds']:.2f} s "
                          f"(the whole process, Python start-up included: {r['process_seconds']:.2f} s)")

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 THREADS = None  # threads of a split operation, the caller included (None: numba.get_num_threads())
 CHUNKS_PER_THREAD = 2  # more chunks: less waiting for a late thread, but more calls
-PARALLEL_MIN_FLOPS = 20_000_000  # products (2 M N K flops) below this run on the calling thread
+PARALLEL_MIN_FLOPS = 50_000_000  # products (2 M N K flops) below this run on the calling thread
 PARALLEL_MIN_ELEMENTS = 200_000  # categorical likelihoods with fewer logits run on the calling thread
 
 _pool = None
