@@ -74,7 +74,9 @@ def leaf_ops(name=None):
     Returns
     -------
     :mod:`minivae.ops` for "numpy"; for "numba", a namespace with every function of :mod:`minivae.ops`,
-    in which those that :mod:`minivae.kernels` implements (``kernels.LEAF_OPS``) are the kernels.
+    in which those that :mod:`minivae.kernels` implements (``kernels.LEAF_OPS``) are the kernels, and
+    the kernels' operations over all parameters at once (``kernels.MANY_OPS``, which :mod:`minivae.ops`
+    does not have: callers check with ``getattr``).
     The kernels are imported on first use (importing numba takes a moment). Where numba cannot be
     imported and "numba" is only the default (not set by ``MINIVAE_BACKEND``, :func:`set_backend` or
     a ``backend=`` argument), minivae warns once and runs on NumPy; asked for by name, it raises.
@@ -96,6 +98,6 @@ def leaf_ops(name=None):
                               f"`pip install numba`, or use the NumPy backend (backend='numpy', "
                               f"MINIVAE_BACKEND=numpy)") from error
         functions = {key: value for key, value in vars(ops).items() if not key.startswith("_")}
-        functions.update({key: getattr(kernels, key) for key in kernels.LEAF_OPS})
+        functions.update({key: getattr(kernels, key) for key in kernels.LEAF_OPS + kernels.MANY_OPS})
         _compiled_ops = types.SimpleNamespace(**functions)
     return _compiled_ops

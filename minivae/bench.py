@@ -4,6 +4,7 @@
     minivae bench --json out.json   # the same, also written as JSON
     minivae bench --train           # and the wall time of whole training runs (a few minutes)
     minivae bench --quick           # tiny settings that run in seconds (for tests)
+    minivae bench --short           # every part, fewer repeats (about half the time)
 
 What it measures, each part in a fresh subprocess whose thread counts are fixed through the
 environment (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, NUMBA_NUM_THREADS, and
@@ -19,8 +20,13 @@ environment (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, NUMBA_NUM_T
 * **Training steps per second** of the reference model (VAE(64, 16), hidden (256, 256) LeakyReLU,
   categorical likelihood with 17 values, Adamax 1e-3, batch 64, float32): one step is what
   :func:`minivae.fit` does per minibatch (draw eps, loss and gradients, optimizer step), for the
-  numpy and numba backends and, when ``import torch`` works, the same model in PyTorch; with one
-  thread and with all cores.
+  numpy and numba backends and, when they are installed (never dependencies), the same model in
+  PyTorch eager, with ``torch.compile``, and in JAX with the whole step under ``jax.jit``; with one
+  thread and with all cores. Each step's matrix products are counted (:func:`step_flops`) and their
+  rate is given as a fraction of the machine's peak, the best float32 product rate measured in the
+  same run with as many threads.
+* **An MNIST-sized step** (784 inputs, hidden 512-256, Bernoulli, batch 128): numba against
+  PyTorch eager, one thread and all cores.
 * **Memory.** Peak resident memory (ru_maxrss) of a process that trains the reference model for a
   few epochs, next to that of a process that only imports minivae and NumPy.
 * **Compile time.** A process that runs one float32 training step with the numba backend, timed
@@ -70,7 +76,13 @@ SETTINGS = {
                  memory_epochs=5, big=True, torch=True, all_cores=True, cold_compile=True),
     "quick": dict(repeats=2, min_seconds=0.002, big_repeats=1, step_repeats=2, step_count=5,
                   memory_epochs=1, big=False, torch=False, all_cores=False, cold_compile=False),
+    # every part of "full" (PyTorch, JAX, all cores), with fewer repeats: about half the time
+    "short": dict(repeats=3, min_seconds=0.01, big_repeats=2, step_repeats=3, step_count=40,
+                  memory_epochs=2, big=True, torch=True, all_cores=True, cold_compile=False),
 }
+# The other programs a step is compared with, each when it is installed (never a dependency):
+# PyTorch eager, PyTorch with torch.compile (TorchInductor; compiling takes about a minute), JAX jit.
+OTHER_STEP_BACKENDS = ("torch", "torch-compile", "jax")
 
 
 def reference_layers():
@@ -212,9 +224,12 @@ def _reference_batches():
 
 def _step_worker(options):
     """Milliseconds per training step of the reference model (or of ``options["variant"]``, a member of
-    the model family of :mod:`minivae.variants`) with one backend."""
-    if options["backend"] == "torch":
+    the model family of :mod:`minivae.variants`, or "mnist", the MNIST-sized model) with one backend:
+    "numpy", "numba", "torch" (eager), "torch-compile" or "jax" (``jax.jit``)."""
+    if options["backend"] in ("torch", "torch-compile"):
         return _torch_step_worker(options)
+    if options["backend"] == "jax":
+        return _jax_step_worker(options)
     import numpy as np
 
     from .optim import Adamax
@@ -225,9 +240,14 @@ def _step_worker(options):
         from . import kernels
         kernels.gemm.GEMM_THREADS = None
         backend = "numba"
-    batches = _reference_batches()
     variant = options.get("variant", "standard")
-    if variant == "standard":
+    batches = _mnist_batches() if variant == "mnist" else _reference_batches()
+    batch_size = len(batches[0])
+    if variant == "mnist":
+        model = VAE(MNIST_INPUT_DIM, LATENT_DIM, hidden=MNIST_HIDDEN, likelihood="bernoulli", dtype=np.float32,
+                    backend=backend)
+        objective = model.objective()
+    elif variant == "standard":
         model = VAE(INPUT_DIM, LATENT_DIM, hidden=HIDDEN, num_values=NUM_VALUES, dtype=np.float32,
                     backend=backend)
         objective = model.objective()
@@ -242,11 +262,43 @@ def _step_worker(options):
     def step():  # what fit() does for one minibatch (the weight average aside)
         batch = batches[state["i"] % len(batches)]
         state["i"] += 1
-        eps = objective.draw_noise(model, BATCH_SIZE, rng)
+        eps = objective.draw_noise(model, batch_size, rng)
         loss, grads, _ = objective.loss_and_grads(model, batch, eps)
         optimizer.step(model.params, grads)
 
     return _time_steps(step, options)
+
+
+def _mnist_batches(n_batches=20):
+    """Minibatches of an MNIST-sized problem: random binary images of 784 pixels (about 13% ones, as
+    MNIST binarised), MNIST_BATCH_SIZE of them per batch. A step's time does not depend on the values."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return [(rng.random((MNIST_BATCH_SIZE, MNIST_INPUT_DIM)) < 0.13).astype(np.float32) for _ in range(n_batches)]
+
+
+def step_flops(variant="standard"):
+    """Floating-point operations of the matrix products of one training step (2 M N K each): the
+    forward x @ W of every dense layer, and its backward x.T @ g and g @ W.T (the first encoder layer
+    needs no g @ W.T, except for a VampPrior, whose pseudo-inputs are learned through the encoder).
+    Elementwise work (activations, likelihood, optimizer) is not counted: this is the least work a
+    step must do, to compare its time with the machine's peak rate of products."""
+    if variant == "mnist":
+        encoder, decoder, rows = [MNIST_INPUT_DIM, *MNIST_HIDDEN, 2 * LATENT_DIM], \
+            [LATENT_DIM, *MNIST_HIDDEN[::-1], MNIST_INPUT_DIM], MNIST_BATCH_SIZE
+        encoder_rows = decoder_rows = rows
+    else:
+        encoder = [INPUT_DIM, *HIDDEN, 2 * LATENT_DIM]
+        decoder = [LATENT_DIM, *HIDDEN[::-1], INPUT_DIM * NUM_VALUES]
+        encoder_rows = BATCH_SIZE + (50 if variant == "vamp50" else 0)
+        decoder_rows = BATCH_SIZE * (50 if variant == "iwae50" else 5 if variant == "iwae5" else 1)
+    flops = 0
+    for sizes, rows, first_needs_dx in ((encoder, encoder_rows, variant == "vamp50"), (decoder, decoder_rows, True)):
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            products = 3 if (i > 0 or first_needs_dx) else 2
+            flops += products * 2 * rows * n_in * n_out
+    return flops
 
 
 def _time_steps(step, options):
@@ -293,6 +345,110 @@ def _torch_reference(torch, seed=0):
         return kl - log_px
 
     return encoder, decoder, negative_elbo
+
+
+def _torch_mnist(torch, seed=0):
+    """The MNIST-sized model in PyTorch (784 -> 512 -> 256 -> 2 x 16, and back, LeakyReLU, Bernoulli
+    likelihood from logits, analytic KL): encoder, decoder and loss(x, eps) -> per-example -ELBO."""
+    torch.manual_seed(seed)
+    nn = torch.nn
+
+    def mlp(sizes):
+        layers = []
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(nn.Linear(n_in, n_out))
+            if i < len(sizes) - 2:
+                layers.append(nn.LeakyReLU(LEAKY_RELU_SLOPE))
+        return nn.Sequential(*layers)
+
+    encoder = mlp([MNIST_INPUT_DIM, *MNIST_HIDDEN, 2 * LATENT_DIM])
+    decoder = mlp([LATENT_DIM, *MNIST_HIDDEN[::-1], MNIST_INPUT_DIM])
+
+    def negative_elbo(x, eps):
+        h = encoder(x)
+        mu, logvar = h[:, :LATENT_DIM], h[:, LATENT_DIM:]
+        z = mu + torch.exp(0.5 * logvar) * eps
+        logits = decoder(z)
+        log_px = -torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+        kl = 0.5 * (mu * mu + torch.exp(logvar) - 1 - logvar).sum(-1)
+        return kl - log_px
+
+    return encoder, decoder, negative_elbo
+
+
+def _jax_step_worker(options):
+    """Milliseconds per training step of the reference model in JAX, the whole step (loss, gradients
+    by jax.value_and_grad, Adamax) compiled by ``jax.jit``. One thread: XLA's CPU thread pool off
+    and the process pinned to one core."""
+    threads = options["threads"]
+    if threads == 1:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
+                                   "intra_op_parallelism_threads=1").strip()
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return {"status": "not installed"}
+    import numpy as np
+
+    jax.config.update("jax_platforms", "cpu")
+    rng = np.random.default_rng(0)
+    encoder = [INPUT_DIM, *HIDDEN, 2 * LATENT_DIM]
+    decoder = [LATENT_DIM, *HIDDEN[::-1], INPUT_DIM * NUM_VALUES]
+
+    def init(sizes):  # nn.Linear's initialisation; the time does not depend on it
+        return [(jnp.asarray(rng.uniform(-1, 1, (n_in, n_out)) / np.sqrt(n_in), jnp.float32),
+                 jnp.asarray(rng.uniform(-1, 1, n_out) / np.sqrt(n_in), jnp.float32))
+                for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+
+    def mlp(layers, h):
+        for i, (W, b) in enumerate(layers):
+            h = h @ W + b
+            if i < len(layers) - 1:
+                h = jnp.where(h > 0, h, LEAKY_RELU_SLOPE * h)
+        return h
+
+    def loss(params, x_int, eps):
+        h = mlp(params[0], x_int.astype(jnp.float32))
+        mu, logvar = h[:, :LATENT_DIM], h[:, LATENT_DIM:]
+        z = mu + jnp.exp(0.5 * logvar) * eps
+        logits = mlp(params[1], z).reshape(-1, INPUT_DIM, NUM_VALUES)
+        log_softmax = jax.nn.log_softmax(logits, axis=-1)
+        log_px = jnp.take_along_axis(log_softmax, x_int[:, :, None], axis=-1)[:, :, 0].sum(-1)
+        kl = 0.5 * (mu * mu + jnp.exp(logvar) - 1 - logvar).sum(-1)
+        return (kl - log_px).mean()
+
+    beta1, beta2, adam_eps = 0.9, 0.999, 1e-8
+
+    @jax.jit
+    def step(params, m, u, t, x_int, key):
+        key, sub = jax.random.split(key)
+        eps = jax.random.normal(sub, (x_int.shape[0], LATENT_DIM), jnp.float32)
+        value, grads = jax.value_and_grad(loss)(params, x_int, eps)
+        m = jax.tree_util.tree_map(lambda m_, g: beta1 * m_ + (1 - beta1) * g, m, grads)
+        u = jax.tree_util.tree_map(lambda u_, g: jnp.maximum(beta2 * u_, jnp.abs(g) + adam_eps), u, grads)
+        step_size = LEARNING_RATE / (1 - beta1 ** t)
+        params = jax.tree_util.tree_map(lambda p, m_, u_: p - step_size * m_ / u_, params, m, u)
+        return params, m, u, key, value
+
+    params = [init(encoder), init(decoder)]
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    state = {"params": params, "m": zeros, "u": zeros, "t": 0, "i": 0, "key": jax.random.PRNGKey(0)}
+    batches = [jnp.asarray(b.astype(np.int32)) for b in _reference_batches()]
+
+    def one_step():
+        state["t"] += 1
+        batch = batches[state["i"] % len(batches)]
+        state["i"] += 1
+        state["params"], state["m"], state["u"], state["key"], value = step(
+            state["params"], state["m"], state["u"], jnp.float32(state["t"]), batch, state["key"])
+        value.block_until_ready()
+
+    result = _time_steps(one_step, options)
+    result["version"] = jax.__version__
+    return result
 
 
 def _torch_family_loss(torch, encoder, decoder, variant, parameters, generator):
@@ -346,14 +502,21 @@ def _torch_step_worker(options):
     import numpy as np
 
     torch.set_num_threads(options["threads"])
-    encoder, decoder, negative_elbo = _torch_reference(torch)
-    parameters = list(encoder.parameters()) + list(decoder.parameters())
-    batches = [torch.from_numpy(b.astype(np.int64)) for b in _reference_batches()]
-    generator = torch.Generator().manual_seed(0)
     variant = options.get("variant", "standard")
-    if variant == "standard":
+    generator = torch.Generator().manual_seed(0)
+    if variant == "mnist":
+        encoder, decoder, negative_elbo = _torch_mnist(torch)
+        batches = [torch.from_numpy(b) for b in _mnist_batches()]
+    else:
+        encoder, decoder, negative_elbo = _torch_reference(torch)
+        batches = [torch.from_numpy(b.astype(np.int64)) for b in _reference_batches()]
+    parameters = list(encoder.parameters()) + list(decoder.parameters())
+    if variant in ("standard", "mnist"):
+        if options["backend"] == "torch-compile":  # forward and backward compiled by TorchInductor
+            negative_elbo = torch.compile(negative_elbo)
+
         def loss_of(batch):
-            eps = torch.randn(BATCH_SIZE, LATENT_DIM, generator=generator)
+            eps = torch.randn(len(batch), LATENT_DIM, generator=generator)
             return negative_elbo(batch, eps).mean()
     else:
         loss_of = _torch_family_loss(torch, encoder, decoder, variant, parameters, generator)
@@ -579,20 +742,22 @@ def machine_description():
         description["numba"] = metadata.version("numba")
     except Exception:
         description["numba"] = "not installed"
-    try:
-        from importlib import metadata
-        description["torch"] = metadata.version("torch")
-    except Exception:
-        description["torch"] = "not installed"
+    for package in ("torch", "jax"):
+        try:
+            from importlib import metadata
+            description[package] = metadata.version(package)
+        except Exception:
+            description[package] = "not installed"
     return description
 
 
-def run_benchmark(quick=False, train=False, log=print):
+def run_benchmark(quick=False, train=False, log=print, short=False):
     """Run every part of the benchmark; the results as a JSON-serialisable dict.
 
     Parameters
     ----------
     quick : bool, tiny settings (seconds, for tests); the numbers are then rough
+    short : bool, every part of the full run with fewer repeats (ignored with ``quick``)
     train : bool, also time whole training runs (minivae train and the PyTorch reference)
     log : callable(str), progress messages
 
@@ -601,11 +766,11 @@ def run_benchmark(quick=False, train=False, log=print):
     dict with keys "machine", "settings", "load_before", "load_after", "gemm", "dense", "steps",
     "memory", "compile", "train" (None without ``train``) and "seconds"
     """
-    settings = SETTINGS["quick" if quick else "full"]
+    settings = SETTINGS["quick" if quick else "short" if short else "full"]
     cores = os.cpu_count() or 1
     thread_counts = [1, cores] if settings["all_cores"] and cores > 1 else [1]
     start = time.perf_counter()
-    results = {"machine": machine_description(), "settings": dict(settings, quick=quick),
+    results = {"machine": machine_description(), "settings": dict(settings, quick=quick, short=short and not quick),
                "load_before": _load_average()}
     timing = {key: settings[key] for key in ("repeats", "min_seconds")}
 
@@ -629,14 +794,25 @@ def run_benchmark(quick=False, train=False, log=print):
     steps = []
     step_options = {key: settings[key] for key in ("step_repeats", "step_count")}
     for threads in thread_counts:
-        backends = ("numpy", "numba") + (("numba-threaded",) if threads > 1 else ()) + ("torch",)
-        for backend in backends:
-            if backend == "torch" and not settings["torch"]:
+        for backend in ("numpy", "numba") + OTHER_STEP_BACKENDS:
+            if backend in OTHER_STEP_BACKENDS and not settings["torch"]:
                 result = {"status": "skipped (--quick)"}
             else:
                 result = run_worker("step", dict(step_options, backend=backend), threads)
-            steps.append(dict(result, backend=backend, threads=threads))
+            steps.append(dict(result, backend=backend, threads=threads, gflop=step_flops() / 1e9))
     results["steps"] = steps
+
+    log("MNIST-sized training steps ...")
+    mnist = []
+    for threads in thread_counts:
+        for backend in ("numba", "torch"):
+            if backend == "torch" and not settings["torch"]:
+                result = {"status": "skipped (--quick)"}
+            else:
+                result = run_worker("step", dict(step_options, backend=backend, variant="mnist",
+                                                 step_count=max(1, step_options["step_count"] // 5)), threads)
+            mnist.append(dict(result, backend=backend, threads=threads, gflop=step_flops("mnist") / 1e9))
+    results["mnist_steps"] = mnist
 
     log("training steps of the model family ...")
     family = []
@@ -645,11 +821,12 @@ def run_benchmark(quick=False, train=False, log=print):
             for backend in ("numpy", "numba", "torch"):
                 if backend == "torch" and not settings["torch"]:
                     family.append({"status": "skipped (--quick)", "variant": variant, "backend": backend,
-                                   "threads": threads})
+                                   "threads": threads, "gflop": step_flops(variant) / 1e9})
                     continue
                 result = run_worker("step", dict(step_options, backend=backend, variant=variant,
                                                  step_count=max(1, step_options["step_count"] // 10)), threads)
-                family.append(dict(result, variant=variant, backend=backend, threads=threads))
+                family.append(dict(result, variant=variant, backend=backend, threads=threads,
+                                   gflop=step_flops(variant) / 1e9))
     results["family_steps"] = family
 
     log("memory ...")
@@ -667,8 +844,26 @@ def run_benchmark(quick=False, train=False, log=print):
     results["train"] = _measure_training(thread_counts, log) if train else None
     results["load_after"] = _load_average()
     results["seconds"] = time.perf_counter() - start
+    results["peak_gflops"] = {str(threads): peak_gflops(results, threads) for threads in thread_counts}
     results["busy"] = busy_reasons(results)
     return results
+
+
+def peak_gflops(results, threads):
+    """The machine's measured peak rate of products with ``threads`` threads: the best GFLOP/s of any
+    product of this run (kernel or BLAS, float32) with that many threads, or None if none was timed."""
+    rates = [max(r["kernel_gflops"], r["blas_gflops"]) for r in results.get("gemm", [])
+             if r["threads"] == threads and r["dtype"] == "float32"]
+    return max(rates) if rates else None
+
+
+def _rate(step, results):
+    """GFLOP/s of a step's products and their fraction of the peak measured with as many threads."""
+    if "ms_per_step" not in step or "gflop" not in step:
+        return "", ""
+    rate = step["gflop"] / (step["ms_per_step"] / 1e3)
+    peak = (results.get("peak_gflops") or {}).get(str(step["threads"]))
+    return f"{rate:.1f}", (f"{rate / peak:.0%}" if peak else "")
 
 
 def busy_reasons(results):
@@ -683,7 +878,7 @@ def busy_reasons(results):
         load = results.get(when)
         if load is not None and load[0] > cores:
             reasons.append(f"the load average {when.split('_')[1]} the run was {load[0]:.1f} on {cores} cores")
-    spread = [s for s in results.get("steps", []) + results.get("family_steps", [])
+    spread = [s for s in results.get("steps", []) + results.get("family_steps", []) + results.get("mnist_steps", [])
               if s.get("spread", 1.0) > BUSY_SPREAD]
     if spread:
         worst = max(spread, key=lambda s: s["spread"])
@@ -747,7 +942,7 @@ def format_results(results):
     """The benchmark results as a plain-text report (what ``minivae bench`` prints)."""
     m = results["machine"]
     lines = [f"minivae bench on {m['cpu']} ({m['cpu_count']} cores), Python {m['python']}, "
-             f"NumPy {m['numpy']} ({m['blas']}), numba {m['numba']}, torch {m['torch']}",
+             f"NumPy {m['numpy']} ({m['blas']}), numba {m['numba']}, torch {m['torch']}, jax {m.get('jax', 'n/a')}",
              "load average before / after: " + " / ".join(
                  "n/a" if load is None else f"{load[0]:.2f}"
                  for load in (results["load_before"], results["load_after"])), ""]
@@ -770,10 +965,14 @@ def format_results(results):
                      f"{r['forward_fused_us']:>10.1f} {r['forward_numpy_us']:>10.1f} "
                      f"{r['backward_fused_us']:>10.1f} {r['backward_numpy_us']:>10.1f}")
 
+    peaks = results.get("peak_gflops") or {}
+    if peaks:
+        lines += ["", "Peak rate of products measured in this run (best float32 GFLOP/s of the products above): "
+                  + ", ".join(f"{threads} thread(s) {peak:.1f}" for threads, peak in peaks.items() if peak)]
     lines += ["", "Training step of the reference model (VAE(64, 16), hidden 256-256, categorical, "
-                  "Adamax, batch 64, float32)",
+                  f"Adamax, batch 64, float32; {step_flops() / 1e6:.0f} MFLOP of products)",
               f"  {'backend':<15} {'threads':>7} {'ms/step':>8} {'steps/s':>8} {'vs numpy':>9} "
-              f"{'vs torch':>9}"]
+              f"{'vs torch':>9} {'GFLOP/s':>8} {'of peak':>8}"]
     reference = {}
     for s in results["steps"]:
         if "ms_per_step" in s and s["backend"] in ("numpy", "torch"):
@@ -784,17 +983,37 @@ def format_results(results):
             for other in ("numpy", "torch"):
                 ms = reference.get((other, s["threads"]))
                 ratios.append(f"{ms / s['ms_per_step']:.2f}x" if ms else "")
+            rate, fraction = _rate(s, results)
             lines.append(f"  {s['backend']:<15} {s['threads']:>7} {s['ms_per_step']:>8.3f} "
-                         f"{s['steps_per_second']:>8.0f} {ratios[0]:>9} {ratios[1]:>9}")
+                         f"{s['steps_per_second']:>8.0f} {ratios[0]:>9} {ratios[1]:>9} {rate:>8} {fraction:>8}")
         else:
             lines.append(f"  {s['backend']:<15} {s['threads']:>7}  {s['status']}")
+    lines.append("  (torch: PyTorch eager; torch-compile: its loss compiled by torch.compile; jax: the whole step "
+                 "under jax.jit)")
+
+    if results.get("mnist_steps"):
+        lines += ["", f"MNIST-sized training step (VAE(784, 16), hidden 512-256, Bernoulli, Adamax, batch "
+                      f"{MNIST_BATCH_SIZE}, float32; {step_flops('mnist') / 1e6:.0f} MFLOP of products)",
+                  f"  {'backend':<8} {'threads':>7} {'ms/step':>9} {'vs torch':>9} {'GFLOP/s':>8} {'of peak':>8}"]
+        torch_ms = {s["threads"]: s["ms_per_step"] for s in results["mnist_steps"]
+                    if s["backend"] == "torch" and "ms_per_step" in s}
+        for s in results["mnist_steps"]:
+            if "ms_per_step" not in s:
+                lines.append(f"  {s['backend']:<8} {s['threads']:>7}  {s['status']}")
+                continue
+            ms = torch_ms.get(s["threads"])
+            ratio = f"{ms / s['ms_per_step']:.2f}x" if ms else ""
+            rate, fraction = _rate(s, results)
+            lines.append(f"  {s['backend']:<8} {s['threads']:>7} {s['ms_per_step']:>9.2f} {ratio:>9} "
+                         f"{rate:>8} {fraction:>8}")
     if any(s["backend"] == "numba-threaded" for s in results["steps"]):
         lines.append("  (numba-threaded: the numba backend with kernels.gemm.GEMM_THREADS = None, its opt-in "
                      "threaded products)")
 
     if results.get("family_steps"):
         lines += ["", "Training steps of the model family (as `minivae variants` builds them; float32, batch 64)",
-                  f"  {'variant':<10} {'backend':<8} {'threads':>7} {'ms/step':>9} {'vs torch':>9}"]
+                  f"  {'variant':<10} {'backend':<8} {'threads':>7} {'ms/step':>9} {'vs torch':>9} {'GFLOP/s':>8} "
+                  f"{'of peak':>8}"]
         torch_ms = {(s["variant"], s["threads"]): s["ms_per_step"] for s in results["family_steps"]
                     if s["backend"] == "torch" and "ms_per_step" in s}
         for s in results["family_steps"]:
@@ -803,7 +1022,9 @@ def format_results(results):
                 continue
             ms = torch_ms.get((s["variant"], s["threads"]))
             ratio = f"{ms / s['ms_per_step']:.2f}x" if ms else ""
-            lines.append(f"  {s['variant']:<10} {s['backend']:<8} {s['threads']:>7} {s['ms_per_step']:>9.2f} {ratio:>9}")
+            rate, fraction = _rate(s, results)
+            lines.append(f"  {s['variant']:<10} {s['backend']:<8} {s['threads']:>7} {s['ms_per_step']:>9.2f} {ratio:>9} "
+                         f"{rate:>8} {fraction:>8}")
 
     if results.get("busy"):
         lines[2:2] = ["WARNING: the machine was busy, so the times and ratios below mean little: "
@@ -829,7 +1050,7 @@ def format_results(results):
     for label, key in (("empty cache (compiles)", "cold"), ("filled cache (loads)", "warm")):
         r = compile_[key]
         if r is None:
-            lines.append(f"  {label}: not measured (--quick)")
+            lines.append(f"  {label}: not measured (--quick, --short)")
         elif "first_step_seconds" in r:
             lines.append(f"  {label}: {r['first_step_seconds']:.2f} s "
                          f"(the whole process, Python start-up included: {r['process_seconds']:.2f} s)")
@@ -877,6 +1098,8 @@ def add_parser(subcommands):
                     "thread and all cores; peak memory of a training run; the first-run compile time.")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument("--quick", action="store_true", help="tiny settings that run in seconds (for tests)")
+    parser.add_argument("--short", action="store_true",
+                        help="every part (PyTorch, JAX, all cores) with fewer repeats: about half the time")
     parser.add_argument("--train", action="store_true",
                         help="also time whole training runs: minivae train (cold and warm cache) and the "
                              "PyTorch reference (a few minutes)")
@@ -886,7 +1109,7 @@ def add_parser(subcommands):
 
 def run_bench(args):
     """Run ``minivae bench`` from parsed arguments: print the table, write --json."""
-    results = run_benchmark(quick=args.quick, train=args.train,
+    results = run_benchmark(quick=args.quick, train=args.train, short=getattr(args, "short", False),
                             log=lambda message: print(message, file=sys.stderr, flush=True))
     print(format_results(results))
     if args.json:

@@ -49,7 +49,14 @@ class Optimizer:
                                  f"{p.dtype} of shape {p.shape}")
             if key not in self.state:
                 self.state[key] = self.init_state(p)
-            self.update(ops, p, g, self.state[key])
+        self.update_all(ops, list(params.values()), [grads[key] for key in params],
+                        [self.state[key] for key in params])
+
+    def update_all(self, ops, ps, gs, states):
+        """Update every parameter: :meth:`update` of each (the optimizers below override this with
+        one compiled call over all parameters where the backend has one; the same numbers)."""
+        for p, g, state in zip(ps, gs, states):
+            self.update(ops, p, g, state)
 
     def init_state(self, p):
         """The running statistics of one parameter, a dict of arrays."""
@@ -124,6 +131,12 @@ class Adam(Optimizer):
     def update(self, ops, p, g, state):
         ops.adam_update(p, g, state["m"], state["v"], self.lr, *self.betas, self.eps, self.t)
 
+    def update_all(self, ops, ps, gs, states):
+        many = getattr(ops, "adam_update_many", None)  # the numba backend: one call for every parameter
+        if many is None:
+            return super().update_all(ops, ps, gs, states)
+        many(ps, gs, [s["m"] for s in states], [s["v"] for s in states], self.lr, *self.betas, self.eps, self.t)
+
 
 class Adamax(Optimizer):
     """Adamax, Adam with the infinity norm (Kingma & Ba 2015, section 7.1), as in PyTorch.
@@ -141,6 +154,12 @@ class Adamax(Optimizer):
 
     def update(self, ops, p, g, state):
         ops.adamax_update(p, g, state["m"], state["u"], self.lr, *self.betas, self.eps, self.t)
+
+    def update_all(self, ops, ps, gs, states):
+        many = getattr(ops, "adamax_update_many", None)  # the numba backend: one call for every parameter
+        if many is None:
+            return super().update_all(ops, ps, gs, states)
+        many(ps, gs, [s["m"] for s in states], [s["u"] for s in states], self.lr, *self.betas, self.eps, self.t)
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamax": Adamax}

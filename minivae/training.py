@@ -279,8 +279,14 @@ class _Trainer:
 
     def check_finite(self, loss, grads, epoch, step, n_batches):
         """TrainingError, with the best parameters restored, unless the loss and every gradient are finite."""
+        # the numba backend counts NaNs and infinities of every gradient in one compiled pass; otherwise
         # one sum per gradient: a NaN or an infinity anywhere makes its sum non-finite
-        if np.isfinite(loss) and np.isfinite(sum(float(np.sum(g)) for g in grads.values())):
+        all_finite = getattr(backends.leaf_ops(self.model.backend), "all_finite", None)
+        if all_finite is not None:
+            finite = all_finite(grads.values())
+        else:
+            finite = np.isfinite(sum(float(np.sum(g)) for g in grads.values()))
+        if np.isfinite(loss) and finite:
             return
         self.model.set_params(self.best_params)
         where = ("the initial parameters were restored" if self.history.best_epoch is None else

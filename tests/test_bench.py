@@ -22,8 +22,8 @@ def quick_results(tmp_path_factory):
 
 
 def test_quick_bench_writes_every_part(quick_results):
-    assert set(quick_results) >= {"machine", "settings", "gemm", "dense", "steps", "memory", "compile",
-                                  "train", "seconds", "load_before", "load_after"}
+    assert set(quick_results) >= {"machine", "settings", "gemm", "dense", "steps", "mnist_steps", "memory",
+                                  "compile", "train", "seconds", "load_before", "load_after", "peak_gflops"}
     assert quick_results["settings"]["quick"] is True
     assert quick_results["machine"]["cpu_count"] >= 1
     assert quick_results["train"] is None  # --train not given
@@ -53,7 +53,44 @@ def test_training_steps_of_both_backends_are_timed(quick_results):
         assert s["status"] == "ok"
         assert positive(s["ms_per_step"])
         assert s["steps_per_second"] == pytest.approx(1000 / s["ms_per_step"])
-    assert "torch" in {backend for backend, _ in steps}  # reported even when skipped or not installed
+        assert s["gflop"] == pytest.approx(bench.step_flops() / 1e9)
+    # the other programs are reported even when skipped or not installed
+    assert {"torch", "torch-compile", "jax"} <= {backend for backend, _ in steps}
+    for backend in ("torch", "torch-compile", "jax"):
+        assert steps[backend, 1]["status"] == "skipped (--quick)"
+
+
+def test_step_flops_count_the_products_of_every_layer():
+    # the reference model: 438 272 weights; forward, x.T @ g and g @ W.T of each layer on 64 rows, but no
+    # g @ W.T for the first encoder layer (64 x 256 weights): the data needs no gradient
+    assert bench.step_flops() == 3 * 2 * 64 * 438_272 - 2 * 64 * 64 * 256
+    # IWAE(50) decodes 50 samples of every image; a VampPrior encodes 50 pseudo-inputs too
+    decoder_weights = 16 * 256 + 256 * 256 + 256 * 1088
+    assert bench.step_flops("iwae50") - bench.step_flops() == 3 * 2 * 49 * 64 * decoder_weights
+    assert bench.step_flops("vamp50") > bench.step_flops()
+    assert bench.step_flops("mnist") == pytest.approx(3 * 2 * 128 * 2 * (784 * 512 + 512 * 256) + 3 * 2 * 128 * (
+        256 * 32 + 16 * 256) - 2 * 128 * 784 * 512)
+
+
+def test_the_peak_is_the_best_product_rate_and_steps_are_a_fraction_of_it(quick_results):
+    records = [r for r in quick_results["gemm"] if r["dtype"] == "float32" and r["threads"] == 1]
+    peak = quick_results["peak_gflops"]["1"]
+    assert peak == max(max(r["kernel_gflops"], r["blas_gflops"]) for r in records)
+    text = bench.format_results(quick_results)
+    assert f"1 thread(s) {peak:.1f}" in text
+    numba = next(s for s in quick_results["steps"] if s["backend"] == "numba" and s["threads"] == 1)
+    rate = numba["gflop"] / (numba["ms_per_step"] / 1e3)
+    assert f"{rate:.1f}" in text and f"{rate / peak:.0%}" in text
+
+
+def test_the_mnist_sized_step_is_timed(quick_results):
+    mnist = {(s["backend"], s["threads"]): s for s in quick_results["mnist_steps"]}
+    assert mnist["numba", 1]["status"] == "ok" and positive(mnist["numba", 1]["ms_per_step"])
+    assert mnist["torch", 1]["status"] == "skipped (--quick)"
+    # 784 -> 512 -> 256 on 128 rows costs more than the reference model's step on 64
+    reference = next(s for s in quick_results["steps"] if s["backend"] == "numba" and s["threads"] == 1)
+    assert mnist["numba", 1]["ms_per_step"] > reference["ms_per_step"]
+    assert "MNIST-sized training step" in bench.format_results(quick_results)
 
 
 def test_the_model_familys_steps_are_timed(quick_results):
@@ -80,7 +117,8 @@ def test_a_busy_machine_is_named_in_the_report(quick_results):
     assert text.splitlines()[2].startswith("WARNING: the machine was busy")
     quiet = dict(quick_results, load_before=[0.1, 0.1, 0.1], load_after=[0.1, 0.1, 0.1],
                  steps=[dict(s, spread=1.01) for s in quick_results["steps"] if "ms_per_step" in s],
-                 family_steps=[dict(s, spread=1.01) for s in quick_results["family_steps"] if "ms_per_step" in s])
+                 family_steps=[dict(s, spread=1.01) for s in quick_results["family_steps"] if "ms_per_step" in s],
+                 mnist_steps=[dict(s, spread=1.01) for s in quick_results["mnist_steps"] if "ms_per_step" in s])
     assert bench.busy_reasons(quiet) == []
     noisy = dict(quiet, steps=[dict(quiet["steps"][0], spread=1.6)])
     assert "disagree between repeats by more than 25%" in bench.busy_reasons(noisy)[0]
@@ -123,3 +161,10 @@ def test_best_seconds_is_the_time_of_one_call():
     seconds = bench.best_seconds(lambda: calls.append(1), repeats=3, min_seconds=0.0)
     assert positive(seconds) and seconds < 0.1
     assert len(calls) == 1 + 3  # one warm-up call, then one call per repeat
+
+
+def test_the_jax_twin_of_the_reference_step_runs_when_jax_is_installed():
+    pytest.importorskip("jax")
+    result = bench.run_worker("step", {"backend": "jax", "step_repeats": 1, "step_count": 2}, 1)
+    assert result["status"] == "ok", result
+    assert positive(result["ms_per_step"])

@@ -201,6 +201,20 @@ def test_exp_is_accurate_over_the_whole_range():
     np.testing.assert_allclose(K.exp(x32), np.exp(x32.astype(np.float64)), rtol=1e-7, atol=0)
 
 
+def test_float32_exp_is_accurate_over_the_whole_range():
+    from minivae.kernels.exp import exp32
+    x = np.concatenate([np.linspace(-103, 88.7, 200001, dtype=np.float32), np.float32([-1e-30, 0.0, 1e-30])])
+    expected = np.exp(x.astype(np.float64))
+    y = exp32(x)
+    assert y.dtype == np.float32
+    normal = expected >= np.finfo(np.float32).tiny
+    np.testing.assert_allclose(y[normal], expected[normal], rtol=2 * np.finfo(np.float32).eps, atol=0)
+    # subnormal results: within one step of the smallest subnormal
+    assert np.all(np.abs(y[~normal] - expected[~normal]) <= 2.0 ** -149)
+    special = np.float32([-np.inf, np.inf, np.nan, -200.0, 89.0, -104.0])
+    np.testing.assert_array_equal(exp32(special), np.float32([0.0, np.inf, np.nan, 0.0, np.inf, 0.0]))
+
+
 # --------------------------------------------------------------------------------------------------
 # Dense layer
 # --------------------------------------------------------------------------------------------------
@@ -328,6 +342,82 @@ def test_categorical_log_prob_alone_is_the_logp_of_the_fused_pass(dtype):
                   np.abs(logits).reshape(B, D, L).max(axis=2).sum(axis=1) + D, RTOL[dtype])
     with pytest.raises(ValueError, match=r"x_int must lie in \[0, 17\)"):
         K.categorical_log_prob(logits, x_int + L)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_categorical_on_threads_gives_the_numbers_of_one_thread(dtype, monkeypatch):
+    """Large batches are split into chunks of rows on threads: the same numbers, bit for bit."""
+    from minivae.kernels import threads
+    rng = np.random.default_rng(10)
+    B, D, L = 37, 6, 17
+    logits = random(rng, (B, D * L), dtype, 3.0)
+    x_int = rng.integers(0, L, (B, D))
+    monkeypatch.setattr(threads, "THREADS", 1)
+    logp_1, grad_1 = K.categorical_log_prob(logits, x_int)
+    monkeypatch.setattr(threads, "THREADS", 3)
+    monkeypatch.setattr(threads, "PARALLEL_MIN_ELEMENTS", 1)
+    calls = []
+    run_chunks = threads.run_chunks
+    monkeypatch.setattr(threads, "run_chunks", lambda f, n, k, **o: (calls.append(k), run_chunks(f, n, k, **o)))
+    logp_3, grad_3 = K.categorical_log_prob(logits, x_int)
+    assert calls == [3]
+    np.testing.assert_array_equal(logp_3, logp_1)
+    np.testing.assert_array_equal(grad_3, grad_1)
+    logp_ref, grad_ref = ops.categorical_log_prob(logits, x_int)
+    assert_within(logp_3, logp_ref, np.abs(logits).reshape(B, D, L).max(axis=2).sum(axis=1) + D, RTOL[dtype])
+    assert_within(grad_3, grad_ref, np.ones((B, D * L)), RTOL[dtype])
+
+
+def test_run_chunks_covers_every_row_once_and_raises_what_a_chunk_raised():
+    from minivae.kernels import threads
+    for n_rows, n_threads, min_rows, align in [(1, 2, 1, 1), (7, 2, 1, 1), (100, 3, 16, 1), (5, 4, 16, 1),
+                                               (64, 1, 1, 1), (100, 2, 8, 32), (3200, 2, 32, 32)]:
+        seen = np.zeros(n_rows, int)
+        starts = []
+
+        def mark(begin, end):
+            seen[begin:end] += 1
+            starts.append(begin)
+
+        threads.run_chunks(mark, n_rows, n_threads, min_rows=min_rows, align=align)
+        assert np.all(seen == 1), (n_rows, n_threads, seen)
+        assert all(start % align == 0 for start in starts)
+        assert len(starts) == (1 if n_threads == 1 or n_rows < 2 * max(min_rows, align) else
+                               min(n_threads * threads.CHUNKS_PER_THREAD, n_rows // max(min_rows, align)))
+        assert all(end - start >= min(min_rows, n_rows) for start, end in zip(sorted(starts), sorted(starts)[1:]))
+
+    def fail(begin, end):
+        if begin > 0:
+            raise ValueError(f"chunk {begin}")
+
+    with pytest.raises(ValueError, match="chunk"):
+        threads.run_chunks(fail, 40, 2)
+
+
+@pytest.mark.parametrize("name", ["matmul", "matmul_nt", "matmul_tn"])
+def test_blas_products_split_on_threads_match_one_thread(name, monkeypatch):
+    from minivae.kernels import threads
+    rng = np.random.default_rng(11)
+    M, K_, N = 100, 33, 21
+    x = random(rng, (M, K_) if name != "matmul_tn" else (K_, M), np.float32)
+    w = random(rng, (K_, N) if name == "matmul" else (N, K_) if name == "matmul_nt" else (K_, N), np.float32)
+    monkeypatch.setattr(K.gemm, "GEMM_ROUTE", "blas")
+    monkeypatch.setattr(threads, "THREADS", 1)
+    one = getattr(K, name)(x, w)
+    monkeypatch.setattr(threads, "THREADS", 2)
+    monkeypatch.setattr(threads, "PARALLEL_MIN_FLOPS", 1)
+    monkeypatch.setattr(K.gemm, "BLAS_MIN_ROWS", 12)
+    if not threads.blas_can_split():
+        pytest.skip("BLAS's thread count cannot be set per thread here: products are not split")
+    calls = []
+    run_chunks = threads.run_chunks
+    monkeypatch.setattr(threads, "run_chunks", lambda f, n, k, **o: (calls.append(n), run_chunks(f, n, k, **o)))
+    two = getattr(K, name)(x, w)
+    out = np.ones_like(two)
+    getattr(K, name)(x, w, out=out, accumulate=True)
+    assert len(calls) == 2
+    np.testing.assert_array_equal(two, one)  # each row is the same product, split or not
+    np.testing.assert_allclose(out, one + 1, rtol=1e-6, atol=1e-5)
 
 
 def test_categorical_rejects_values_out_of_range():
@@ -483,3 +573,18 @@ def test_every_route_computes_the_same_products(route, monkeypatch):
     monkeypatch.setattr(K.gemm, "GEMM_ROUTE", "fastest")
     with pytest.raises(ValueError, match="must be 'auto', 'kernel' or 'blas'; got 'fastest'"):
         K.matmul(np.ones((2, 2)), np.ones((2, 2)))
+
+
+def test_blas_runs_on_one_thread_in_every_chunk_and_is_set_back_after():
+    """BLAS's thread count is global in OpenBLAS: a split product sets it to 1 for the whole split (in
+    every chunk, on every thread), then back; with BLAS's own threads some chunks were cut at other
+    rows, and the training of a fresh install was not reproducible."""
+    from minivae.kernels import threads
+    if not threads.blas_can_split():
+        pytest.skip("BLAS's thread count cannot be read and set here: products are not split")
+    set_threads, get_threads = threads._blas_functions()
+    before = get_threads()
+    seen = []
+    threads.run_chunks_blas_single_threaded(lambda begin, end: seen.append(get_threads()), 8, 2)
+    assert seen and set(seen) == {1}
+    assert get_threads() == before

@@ -110,3 +110,49 @@ def test_state_dict_round_trip_continues_exactly(optimizer_class):
         np.testing.assert_array_equal(copy[key], params[key])
     with pytest.raises(ValueError, match="step count 't'"):
         second.load_state_dict({})
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("optimizer_class", [Adam, Adamax])
+def test_one_call_over_every_parameter_gives_the_numbers_of_one_call_each(optimizer_class, dtype):
+    """The numba backend updates all parameters in one compiled call (adam_update_many,
+    adamax_update_many); the NumPy backend calls the one-array update per parameter. Same numbers."""
+    rng = np.random.default_rng(3)
+    shapes = {"W0": (5, 4), "b0": (4,), "W1": (4, 3), "b1": (3,)}
+    start = {key: rng.standard_normal(shape).astype(dtype) for key, shape in shapes.items()}
+    results = {}
+    for backend in ("numpy", "numba"):
+        params = {key: value.copy() for key, value in start.items()}
+        optimizer = optimizer_class(lr=0.01, backend=backend)
+        for step in range(4):
+            grads = {key: rng_g.standard_normal(shape).astype(dtype)
+                     for rng_g in [np.random.default_rng(step)] for key, shape in shapes.items()}
+            optimizer.step(params, grads)
+        results[backend] = params
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    for key in shapes:
+        np.testing.assert_allclose(results["numba"][key], results["numpy"][key], rtol=rtol, atol=rtol)
+        assert not np.array_equal(results["numba"][key], start[key])
+
+
+def test_the_many_updates_check_their_arrays_as_the_one_array_updates_do():
+    from minivae import kernels
+    p, g = np.zeros((3, 2)), np.zeros((3, 2))
+    with pytest.raises(ValueError, match=r"u must be a C-contiguous float64 array of shape \(3, 2\)"):
+        kernels.adamax_update_many([p], [g], [np.zeros((3, 2))], [np.zeros(6)])
+    with pytest.raises(ValueError, match="t must count steps from 1"):
+        kernels.adam_update_many([p], [g], [p.copy()], [p.copy()], t=0)
+
+
+def test_all_finite_finds_a_nan_or_an_infinity_anywhere():
+    from minivae import kernels
+    for dtype in (np.float32, np.float64):
+        arrays = [np.ones((4, 3), dtype), np.zeros(7, dtype), np.full((2, 2), 1e30, dtype)]
+        assert kernels.all_finite(arrays)
+        for bad in (np.nan, np.inf, -np.inf):
+            for k, index in [(0, (3, 2)), (1, 0), (2, (1, 0))]:
+                broken = [a.copy() for a in arrays]
+                broken[k][index] = bad
+                assert not kernels.all_finite(broken)
+    assert kernels.all_finite([])
+    assert not kernels.all_finite([np.ones(3, np.float32), np.array([np.nan])])  # mixed dtypes

@@ -18,13 +18,17 @@ What is here
 * :mod:`~minivae.kernels.categorical`: ``categorical_log_prob``, the log-softmax likelihood of
   integer data and its gradient in one pass.
 * :mod:`~minivae.kernels.updates`: ``sgd_update``, ``adam_update``, ``adamax_update``,
-  ``ema_update``, in place, one pass over each parameter.
+  ``ema_update``, in place, one pass over each parameter; ``adam_update_many``,
+  ``adamax_update_many`` and ``all_finite``, every parameter in one compiled call.
+* :mod:`~minivae.kernels.threads`: big operations split into chunks of rows on a few threads.
 * :mod:`~minivae.kernels.exp`: a vectorisable exp the elementwise kernels share.
 
 Compilation is lazy: the first call with a new dtype compiles (seconds), and ``cache=True`` keeps
 the machine code on disk for the next process. Every kernel accepts float32 and float64; all
-arrays of one call share a dtype. Everything runs on one thread unless ``gemm.GEMM_THREADS`` says
-otherwise (see there).
+arrays of one call share a dtype. The categorical likelihood of a large batch and the BLAS products
+of at least 50 MFLOP run on ``threads.thread_count()`` threads (NUMBA_NUM_THREADS, else every core; see
+:mod:`~minivae.kernels.threads`); the hand-written products on one thread unless
+``gemm.GEMM_THREADS`` says otherwise.
 """
 
 from . import gemm
@@ -32,11 +36,16 @@ from .categorical import categorical_log_prob
 from .dense import ACTIVATION_CODES, dense_backward, dense_forward
 from .exp import exp
 from .gemm import matmul, matmul_nt, matmul_tn
-from .updates import adam_update, adamax_update, ema_update, sgd_update
+from .updates import adam_update, adam_update_many, adamax_update, adamax_update_many, all_finite, ema_update, sgd_update
 
 # The leaf operations of minivae.ops that have a kernel here: minivae.backend.leaf_ops runs these
 # under the "numba" backend, and minivae.ops's own function for every other operation.
 LEAF_OPS = ("dense_forward", "dense_backward", "categorical_log_prob", "sgd_update", "adam_update",
             "adamax_update", "ema_update")
+# Operations over all the parameters at once, with no twin in minivae.ops: the numba backend's
+# namespace has them, and their callers (minivae.optim, the trainer's finiteness check) loop over the
+# one-array leaf operations where they are missing. They compute the numbers of that loop.
+MANY_OPS = ("adam_update_many", "adamax_update_many", "all_finite")
 
-__all__ = ["LEAF_OPS", "ACTIVATION_CODES", "gemm", "matmul", "matmul_nt", "matmul_tn", "exp", *LEAF_OPS]
+__all__ = ["LEAF_OPS", "MANY_OPS", "ACTIVATION_CODES", "gemm", "matmul", "matmul_nt", "matmul_tn", "exp", *LEAF_OPS,
+           *MANY_OPS]

@@ -7,62 +7,97 @@ spends most of its time.
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
-from .exp import ELEMENTWISE, exp_scalar
+from . import threads
+from .exp import ELEMENTWISE, exp_scalar, exp_scalar32
 from .gemm import check_float_array
 
-@njit(**ELEMENTWISE)
-def _categorical_kernel(logits, x_int, weight, logp, dlogits, need_grad):
-    """logp and dlogits for logits (B, D, L); see :func:`categorical_log_prob`.
+
+_PRODUCT_RESTART = 1e250  # a product of numbers in [1, L] is logged and restarted above this (L < 1e58)
+
+
+def _exp_of(x):
+    """exp(x) in the arithmetic of x (compiled code only: see its overload below)."""
+    raise NotImplementedError
+
+
+@overload(_exp_of)
+def _exp_of_overload(x):
+    """exp in the arithmetic of x: float32 logits take the float32 exp (8 SIMD lanes with AVX2), the
+    others the float64 one."""
+    if x == types.float32:
+        return lambda x: exp_scalar32(x)
+    return lambda x: exp_scalar(np.float64(x))
+
+
+@njit(**ELEMENTWISE, nogil=True)
+def _categorical_rows(logits, x_int, logp, dlogits, need_grad, b_begin, b_end):
+    """logp and dlogits of rows b_begin:b_end of logits (B, D, L); see :func:`categorical_log_prob`.
 
     For each pixel (b, d), with z = logits[b, d] (L numbers), m = max z and s = Σ_l exp(z[l] - m):
-    log softmax(z) = z - m - log s, and dlogits[b, d] = w[b] (onehot(x[b, d]) - exp(z - m) / s).
+    log softmax(z) = z - m - log s, and dlogits[b, d] = onehot(x[b, d]) - exp(z - m) / s.
 
     Loop order. A loop over the L = 17 values of one pixel is too short for LLVM's SIMD loops (they
-    need 32 to 64 iterations, so a per-pixel loop ran one scalar exp at a time, 3x slower). So the
-    block of one image, D x L, is first copied transposed into t (L x D, float64), and every loop
-    that does arithmetic runs along the D pixels. The block sits in L1 for the whole image; the
-    gradient is written once, transposed back.
+    need 32 to 64 iterations, so a per-pixel loop ran one scalar exp at a time). So the block of one
+    image, D x L, is copied transposed into t (L x D, in the dtype of the logits, the max taken on
+    the way: one pass), and the exp runs along the D pixels (the second pass, in L1). The gradient is
+    written once, transposed back. Arithmetic is in the dtype of the logits: float32 logits take the
+    float32 exp, twice as many lanes as float64.
+
+    Threads: no state is shared between rows, so disjoint row ranges can run at the same time
+    (``nogil``: the threads of :func:`categorical_log_prob` call this on chunks of rows).
     """
     B, D, L = logits.shape
-    t = np.empty((L, D))  # t[l, d] = logits[b, d, l], then exp(logits[b, d, l] - m[d])
-    m = np.empty(D)  # max_l logits[b, d, l]
-    s = np.empty(D)  # Σ_l exp(logits[b, d, l] - m[d]), then -w / s
-    for b in range(B):
+    zero = logits.dtype.type(0.0)
+    one = logits.dtype.type(1.0)
+    t = np.empty((L, D), logits.dtype)  # t[l, d] = logits[b, d, l], then exp(logits[b, d, l] - m[d])
+    m = np.empty(D, logits.dtype)  # max_l logits[b, d, l]
+    s = np.empty(D, logits.dtype)  # Σ_l exp(logits[b, d, l] - m[d]), then -1 / s
+    for b in range(b_begin, b_end):
         z = logits[b]
-        w = np.float64(weight[b])
-        for l in range(L):
-            tl = t[l]
-            for d in range(D):
-                tl[d] = z[d, l]
         for d in range(D):
-            m[d] = t[0, d]
-            s[d] = 0.0
-        for l in range(1, L):
-            tl = t[l]
-            for d in range(D):
+            zd = z[d]
+            v = zd[0]
+            t[0, d] = v
+            md = v
+            for l in range(1, L):
+                v = zd[l]
+                t[l, d] = v
                 # never selects a NaN, but a NaN in a row still makes that row NaN through its exp
-                m[d] = tl[d] if tl[d] > m[d] else m[d]
+                md = v if v > md else md
+            m[d] = md
+            s[d] = zero
         for l in range(L):
             tl = t[l]
             for d in range(D):
-                e = exp_scalar(tl[d] - m[d])
+                e = _exp_of(tl[d] - m[d])
                 tl[d] = e
                 s[d] += e
-        total = 0.0
+        # Σ_d log s[d] as the log of a product: one log per row instead of D (a scalar log costs
+        # as much as twenty vectorised exps). Each s[d] lies in [1, L], so the float64 product is
+        # only taken to its log and restarted when it passes _PRODUCT_RESTART, long before overflow.
+        total = 0.0  # float64: a sum over D pixels
+        product = 1.0
         for d in range(D):
-            total += (z[d, x_int[b, d]] - m[d]) - np.log(s[d])
-            s[d] = -w / s[d]
-        logp[b] = total
+            total += np.float64(z[d, x_int[b, d]] - m[d])
+            product *= np.float64(s[d])
+            if product > _PRODUCT_RESTART:
+                total -= np.log(product)
+                product = 1.0
+            s[d] = -one / s[d]
+        logp[b] = total - np.log(product)
         if not need_grad:  # log p only (need_grad False): dlogits is not written
             continue
         grad = dlogits[b]
         for d in range(D):
             gd = grad[d]
+            sd = s[d]
             for l in range(L):
-                gd[l] = t[l, d] * s[d]
-            gd[x_int[b, d]] += w
+                gd[l] = t[l, d] * sd
+            gd[x_int[b, d]] += one
+
 
 def categorical_log_prob(logits, x_int, need_grad=True):
     """log p(x | logits) of integer data, one categorical per dimension, and its gradient, in one pass.
@@ -73,6 +108,10 @@ def categorical_log_prob(logits, x_int, need_grad=True):
     x_int : (B, D) integer array, values in [0, L)
     need_grad : bool; False computes log p only (for evaluation): the gradient is not written
 
+    Large batches (at least ``threads.PARALLEL_MIN_ELEMENTS`` logits, an IWAE decoder's 3200 rows)
+    are split into chunks of rows on :func:`minivae.kernels.threads.thread_count` threads; the
+    numbers do not depend on the split.
+
     Returns
     -------
     logp : (B,) array of the dtype of logits, Σ_d log softmax(logits[b, d])[x[b, d]]
@@ -81,8 +120,10 @@ def categorical_log_prob(logits, x_int, need_grad=True):
     logits, x_int, (B, D, L) = _check_categorical(logits, x_int)
     logp = np.empty(B, logits.dtype)
     grad = np.empty(logits.shape, logits.dtype) if need_grad else np.empty((0, D * L), logits.dtype)
-    _categorical_kernel(np.ascontiguousarray(logits).reshape(B, D, L), x_int, np.ones(B, logits.dtype), logp,
-                        grad.reshape(-1, D, L), need_grad)
+    logits3, grad3 = np.ascontiguousarray(logits).reshape(B, D, L), grad.reshape(-1, D, L)
+    n_threads = threads.thread_count() if logits.size >= threads.PARALLEL_MIN_ELEMENTS else 1
+    threads.run_chunks(lambda begin, end: _categorical_rows(logits3, x_int, logp, grad3, need_grad, begin, end),
+                       B, n_threads)
     return logp, grad if need_grad else None
 
 

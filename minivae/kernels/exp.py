@@ -6,6 +6,7 @@ The reference is ``numpy.exp``; the tests compare :func:`exp` with it to 1 ulp.
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
@@ -94,6 +95,89 @@ def exp_scalar(x):
     # results that are subnormal, or just below overflow, are rounded once, correctly.
     n_half = np.floor(0.5 * n)
     return (p * _pow2(n_half)) * _pow2(n - n_half)
+
+
+# float32: the same method in float32 arithmetic (8 lanes per AVX2 vector instead of 4, and a
+# polynomial of degree 7 instead of 13), about 1 ulp of float32. The categorical likelihood uses it
+# when its logits are float32. The constants are Cephes's expf: ln 2 split into 0.693359375 (few
+# mantissa bits, so n * _LN2_HI32 is exact) and a correction, and its minimax polynomial for
+# (exp(r) - 1 - r) / r**2 on |r| <= ln(2) / 2.
+_EXP32_X_MIN = -104.0  # exp(x) < 2**-150 below this: rounds to 0.0
+_EXP32_X_MAX = 88.8  # exp(x) > the largest float32 above this: inf
+_LN2_HI32 = 0.693359375
+_LN2_LO32 = -2.12194440e-4
+_EXP32_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
+               5.0000001201e-1)
+_FLOAT32_EXPONENT_BIAS = 127
+_FLOAT32_MANTISSA_BITS = 23
+
+
+@intrinsic
+def _float32_from_bits(typingctx, bits):
+    """The float32 whose IEEE-754 bit pattern is the low 32 bits of the integer ``bits``."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        low = builder.trunc(args[0], ir.IntType(32)) if bits.bitwidth > 32 else args[0]
+        return builder.bitcast(low, context.get_value_type(types.float32))
+
+    return types.float32(bits), codegen
+
+
+@njit(**ELEMENTWISE)
+def _pow2_32(n):
+    """2.0**n as a float32, for an integral float32 n in [-126, 127], from its bits."""
+    return _float32_from_bits((np.int32(n) + _FLOAT32_EXPONENT_BIAS) << _FLOAT32_MANTISSA_BITS)
+
+
+@njit(**ELEMENTWISE)
+def exp_scalar32(x):
+    """exp(x) in float32 arithmetic for a float32 x, to about 1 ulp of float32; loops over it vectorise.
+
+    NaN gives NaN, -inf gives 0 and +inf gives inf, like np.exp.
+    """
+    f = np.float32
+    if x < f(_EXP32_X_MIN):
+        x = f(_EXP32_X_MIN)
+    if x > f(_EXP32_X_MAX):
+        x = f(_EXP32_X_MAX)
+    n = np.floor(x * f(_LOG2_E) + f(0.5))
+    r = (x - n * f(_LN2_HI32)) - n * f(_LN2_LO32)
+    p = f(_EXP32_POLY[0])
+    p = p * r + f(_EXP32_POLY[1])
+    p = p * r + f(_EXP32_POLY[2])
+    p = p * r + f(_EXP32_POLY[3])
+    p = p * r + f(_EXP32_POLY[4])
+    p = p * r + f(_EXP32_POLY[5])
+    p = p * (r * r) + r + f(1.0)
+    n_half = np.floor(f(0.5) * n)  # n in [-150, 128]: two halves, each a normal float32
+    return (p * _pow2_32(n_half)) * _pow2_32(n - n_half)
+
+
+@njit(**ELEMENTWISE)
+def _exp32_array(x, out):
+    for i in range(x.size):
+        out[i] = exp_scalar32(x[i])
+
+
+def exp32(x):
+    """The compiled, vectorised float32 exp applied to a float32 array (for tests and benchmarks).
+
+    Parameters
+    ----------
+    x : float32 array
+
+    Returns
+    -------
+    float32 array of the same shape
+    """
+    x = np.ascontiguousarray(x)
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+        raise TypeError(f"x must be a float32 array; got {getattr(x, 'dtype', type(x).__name__)}")
+    out = np.empty_like(x)
+    _exp32_array(x.reshape(-1), out.reshape(-1))
+    return out
 
 
 @njit(**ELEMENTWISE)

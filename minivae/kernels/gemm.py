@@ -20,6 +20,8 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
+from . import threads
+
 # --------------------------------------------------------------------------------------------------
 # Matrix products
 # --------------------------------------------------------------------------------------------------
@@ -59,6 +61,14 @@ GEMM_MC = 256  # rows of op(A) per block: 256 x 256 x 4 bytes = 256 KiB (512 KiB
 # on, whose cores were busy with other work, every parallel region waited ~12 ms for a descheduled
 # thread (a 64 x 256 x 1088 product took 12 ms instead of 0.26 ms). Opt in on a quiet machine.
 GEMM_THREADS = 1
+# The BLAS route splits big products into chunks of rows on a few threads instead (see _blas_product
+# and minivae.kernels.threads); a chunk has at least this many rows, for BLAS to run at full speed.
+BLAS_MIN_ROWS = 24
+# Chunks start at multiples of this many rows. BLAS computes the rows of a partial tile of C in
+# another order, so a split inside a tile changes float32 products in the last bit (seen: a split at
+# row 17). Measured with NumPy 2.4's OpenBLAS on a Zen 3: float32 products split at any multiple of 12
+# rows, float64 ones at any multiple of 2, are bit for bit those of the whole product.
+BLAS_ROW_ALIGN = 12
 GEMM_PARALLEL_MIN_FLOPS = 4_000_000  # thread launch costs ~10 us: not worth it below this
 
 
@@ -417,12 +427,31 @@ def gemm(a, a_trans, b, b_trans, out, accumulate, names):
 
 
 def _blas_product(a, a_trans, b, b_trans, c, accumulate):
-    """C (+)= op(a) @ op(b) by NumPy's matmul (BLAS); transposes are views, BLAS reads them in place."""
+    """C (+)= op(a) @ op(b) by NumPy's matmul (BLAS); transposes are views, BLAS reads them in place.
+
+    BLAS runs on one thread (its thread count is set to 1 for the product, then back): the products
+    of a model this size are too small for BLAS's threads, which on a machine busy with other work
+    made a 0.4 ms product wait up to 37 ms for a descheduled thread. A product of at least
+    ``threads.PARALLEL_MIN_FLOPS`` is split into chunks of rows of C instead, run on
+    :func:`threads.thread_count` threads that take chunks as they come (see :mod:`.threads`); each
+    row of C is the same product of the same numbers, split or not.
+    """
     op_a, op_b = (a.T if a_trans else a), (b.T if b_trans else b)
-    if accumulate:
-        c += np.matmul(op_a, op_b)
-    else:
-        np.matmul(op_a, op_b, out=c)
+    M, K = op_a.shape
+    N = op_b.shape[1]
+
+    def rows(begin, end):
+        if accumulate:
+            c[begin:end] += np.matmul(op_a[begin:end], op_b)
+        else:
+            np.matmul(op_a[begin:end], op_b, out=c[begin:end])
+
+    if not threads.blas_can_split():  # BLAS's threads cannot be set here: leave the product to BLAS
+        rows(0, M)
+        return c
+    big = 2 * M * N * K >= threads.PARALLEL_MIN_FLOPS and M >= 2 * BLAS_MIN_ROWS
+    n_threads = threads.thread_count() if big else 1
+    threads.run_chunks_blas_single_threaded(rows, M, n_threads, min_rows=BLAS_MIN_ROWS, align=BLAS_ROW_ALIGN)
     return c
 
 
