@@ -3,8 +3,8 @@
 At full size a tutorial stops with an ``AssertionError`` when a number its prose quotes does not
 hold (``minivae.course.claim``), so a passing run here means the prose and the output agree. The
 tutorials share one figures folder, as a student's runs do, so the reference model that tutorial 4
-trains is read back by tutorial 6. These tests take minutes; the default test run leaves them out
-(``-m 'not full'`` in pyproject.toml) and CI runs them as a second step.
+trains is read back by tutorials 6, 10 and 11. These tests take minutes; the default test run leaves
+them out (``-m 'not full'`` in pyproject.toml) and CI runs them as a second step.
 """
 
 import json
