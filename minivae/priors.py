@@ -228,7 +228,13 @@ class VampPrior(Prior):
     """
 
     name = "vamp"
-    SIGMOID_MARGIN = 1e-3  # initial pseudo-inputs at the range's ends start this far inside it (finite v)
+    # Initial pseudo-inputs at the range's ends start this fraction of the range inside it. Not closer:
+    # at a fraction m from an end, d u / d v = (high - low) m (1 - m), and Adamax moves v by about lr
+    # per step, so a pixel started at m = 1e-3 (v = -6.9) needs thousands of steps to leave the flat end
+    # of the sigmoid: the blank pixels of the starting images stayed frozen. VampPrior(50) on the digits,
+    # seeds 0 and 1, mean best validation -ELBO / test NLL (K = 5000): m = 1e-3 101.52 / 95.16,
+    # 1e-2 101.54 / 94.74, 0.05 101.42 / 94.55, 0.2 101.43 / 94.55 (chosen on the validation numbers).
+    SIGMOID_MARGIN = 0.05
 
     def __init__(self, n_components=50, data=None, low=None, high=None):
         if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)) or n_components < 1:
