@@ -33,7 +33,10 @@
 #
 # ## One thread against one thread
 #
-# minivae's matrix products run on one thread (unless `kernels.gemm.GEMM_THREADS` says otherwise).
+# minivae's hand-written matrix products run on one thread (unless `kernels.gemm.GEMM_THREADS` says
+# otherwise). In training, where products go to BLAS by default, each product runs on one BLAS
+# thread, and only products of at least 50 MFLOP are split into chunks of rows over
+# `kernels.threads.thread_count()` threads (see the README's section on threads).
 # The BLAS library behind NumPy's `@` may split a product over every core, and it fixes its
 # number of threads once, when it is loaded, from environment variables. To compare like with
 # like, this tutorial limits BLAS to one thread before NumPy is imported; the figure of square
@@ -82,7 +85,7 @@ blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
 gemm_threads = kernels.gemm.GEMM_THREADS or numba.get_num_threads()
 print(f"cores: {os.cpu_count()}; NumPy's BLAS: {blas['name']} {blas.get('version', '')}, "
       f"OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}")
-print(f"threads of minivae's matrix products: {gemm_threads}")
+print(f"threads of minivae's hand-written products: {gemm_threads}")
 
 # %% [markdown]
 # ## Timing honestly
