@@ -315,6 +315,16 @@ def _time_steps(step, options):
     return {"ms_per_step": best * 1e3, "steps_per_second": 1 / best, "spread": max(repeats) / best}
 
 
+def _torch_mlp(torch, sizes):
+    """nn.Linear layers of the given widths with LeakyReLU between them, as minivae's MLP."""
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(torch.nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.LeakyReLU(LEAKY_RELU_SLOPE))
+    return torch.nn.Sequential(*layers)
+
+
 def _torch_reference(torch, seed=0):
     """The reference model in PyTorch: nn.Linear layers and LeakyReLU, as minivae builds it.
 
@@ -322,18 +332,8 @@ def _torch_reference(torch, seed=0):
     categorical log-softmax likelihood summed over pixels and the analytic KL against N(0, I).
     """
     torch.manual_seed(seed)
-    nn = torch.nn
-
-    def mlp(sizes):
-        layers = []
-        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(nn.Linear(n_in, n_out))
-            if i < len(sizes) - 2:
-                layers.append(nn.LeakyReLU(LEAKY_RELU_SLOPE))
-        return nn.Sequential(*layers)
-
-    encoder = mlp([INPUT_DIM, *HIDDEN, 2 * LATENT_DIM])
-    decoder = mlp([LATENT_DIM, *HIDDEN[::-1], INPUT_DIM * NUM_VALUES])
+    encoder = _torch_mlp(torch, [INPUT_DIM, *HIDDEN, 2 * LATENT_DIM])
+    decoder = _torch_mlp(torch, [LATENT_DIM, *HIDDEN[::-1], INPUT_DIM * NUM_VALUES])
 
     def negative_elbo(x_int, eps):
         h = encoder(x_int.float())
@@ -351,18 +351,8 @@ def _torch_mnist(torch, seed=0):
     """The MNIST-sized model in PyTorch (784 -> 512 -> 256 -> 2 x 16, and back, LeakyReLU, Bernoulli
     likelihood from logits, analytic KL): encoder, decoder and loss(x, eps) -> per-example -ELBO."""
     torch.manual_seed(seed)
-    nn = torch.nn
-
-    def mlp(sizes):
-        layers = []
-        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(nn.Linear(n_in, n_out))
-            if i < len(sizes) - 2:
-                layers.append(nn.LeakyReLU(LEAKY_RELU_SLOPE))
-        return nn.Sequential(*layers)
-
-    encoder = mlp([MNIST_INPUT_DIM, *MNIST_HIDDEN, 2 * LATENT_DIM])
-    decoder = mlp([LATENT_DIM, *MNIST_HIDDEN[::-1], MNIST_INPUT_DIM])
+    encoder = _torch_mlp(torch, [MNIST_INPUT_DIM, *MNIST_HIDDEN, 2 * LATENT_DIM])
+    decoder = _torch_mlp(torch, [LATENT_DIM, *MNIST_HIDDEN[::-1], MNIST_INPUT_DIM])
 
     def negative_elbo(x, eps):
         h = encoder(x)

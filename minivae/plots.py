@@ -798,6 +798,17 @@ def plot_latent(z, labels=None, path=None, title=None):
     return _finish(fig, path)
 
 
+def _named_values(names, values):
+    """names as strings and values as a 1-D float array, checked to be non-empty and of equal length."""
+    names = [str(name) for name in names]
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 1 or values.size != len(names) or values.size == 0:
+        raise ValueError(
+            f"names and values must be non-empty and of equal length; got {len(names)} names "
+            f"and values of shape {values.shape}")
+    return names, values
+
+
 def plot_bars(names, values, path=None, ylabel="nats per example", title=None, annotate=True,
               fmt="{:.2f}"):
     """Horizontal bars, one per name, top to bottom in the order given, each value written on it.
@@ -826,12 +837,7 @@ def plot_bars(names, values, path=None, ylabel="nats per example", title=None, a
     fig : matplotlib.figure.Figure
         One axes holding ``n`` bar patches (``ax.patches``) and, with ``annotate``, ``n`` texts.
     """
-    names = [str(name) for name in names]
-    values = np.asarray(values, dtype=float)
-    if values.ndim != 1 or values.size != len(names) or values.size == 0:
-        raise ValueError(
-            f"names and values must be non-empty and of equal length; got {len(names)} names "
-            f"and values of shape {values.shape}")
+    names, values = _named_values(names, values)
     if not np.all(np.isfinite(values)):
         raise ValueError(f"values must all be finite; got {values.tolist()}")
 
@@ -897,12 +903,7 @@ def plot_gaps(names, values, reference, path=None, reference_name="the reference
     """
     from matplotlib.patches import Patch
 
-    names = [str(name) for name in names]
-    values = np.asarray(values, dtype=float)
-    if values.ndim != 1 or values.size != len(names) or values.size == 0:
-        raise ValueError(
-            f"names and values must be non-empty and of equal length; got {len(names)} names "
-            f"and values of shape {values.shape}")
+    names, values = _named_values(names, values)
     reference = np.broadcast_to(np.asarray(reference, dtype=float), values.shape) \
         if np.ndim(reference) == 0 else np.asarray(reference, dtype=float)
     if reference.shape != values.shape:
