@@ -472,12 +472,20 @@ def plot_interpolation(images, image_shape=(8, 8), path=None,
 # Curves
 # ---------------------------------------------------------------------------------------------
 
-def _history_field(history, name):
+_REQUIRED = object()
+
+
+def _history_field(history, name, default=_REQUIRED):
+    """history[name] or history.name; ``default`` where it has none, if given, else a TypeError."""
     if isinstance(history, Mapping):
         if name not in history:
+            if default is not _REQUIRED:
+                return default
             raise TypeError(f"history has no key {name!r}")
         return history[name]
     if not hasattr(history, name):
+        if default is not _REQUIRED:
+            return default
         raise TypeError(
             f"history must have attributes train_loss, val_loss and best_epoch; "
             f"{type(history).__name__} has no {name!r}")
@@ -589,7 +597,7 @@ def plot_history(history, path=None, title=None):
     ax.set_xlim(0.5, n_epochs + 0.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    name = history.get("val_loss_name") if isinstance(history, Mapping) else getattr(history, "val_loss_name", None)
+    name = _history_field(history, "val_loss_name", default=None)
     if name in (None, "-ELBO"):
         ax.set_ylabel(NEG_ELBO_LABEL)
     else:  # an IWAE run: the training loss and the validation loss are -L_k

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import backend as backends
 from .checks import check_rng, positive_int
+from .objectives import ELBO
 from .optim import Optimizer, make_optimizer
 from .reference import REFERENCE
 
@@ -170,13 +171,10 @@ class _Trainer:
         self.best_params = self.copy_params()
         self.average = self.copy_params() if ema else None
         self.where = None  # (epoch, step), 1-based, of the step running now
-        self.history.val_loss_name = getattr(objective, "validation_name", "-ELBO")
-
-    def validation_loss(self, x_val, n_samples, rng):
-        """The objective's validation loss of x_val (its own bound), or the -ELBO if it has none."""
-        if callable(getattr(self.objective, "validation_loss", None)):
-            return float(self.objective.validation_loss(self.model, x_val, n_samples, rng))
-        return -float(np.mean(self.model.elbo(x_val, n_samples=n_samples, rng=rng)))
+        # what the validation measures: the objective's own bound, or the -ELBO if it names none
+        validator = objective if callable(getattr(objective, "validation_loss", None)) else ELBO()
+        self.validation_loss = validator.validation_loss
+        self.history.val_loss_name = getattr(validator, "validation_name", "-ELBO")
 
     def copy_params(self):
         return {key: value.copy() for key, value in self.model.params.items()}
@@ -248,7 +246,7 @@ class _Trainer:
                     current = self.copy_params()
                     model.set_params(self.average)
                 with np.errstate(over="ignore", invalid="ignore"):  # a diverging model: the check below says so
-                    val_loss = self.validation_loss(x_val, val_samples, rng)
+                    val_loss = float(self.validation_loss(model, x_val, val_samples, rng))
                 history.val_loss.append(val_loss)
                 if x_val.shape[0] >= 2:
                     history.active_units.append(model.active_units(x_val))

@@ -433,3 +433,12 @@ def test_save_figure_writes_the_format_of_the_suffix(tmp_path, suffix, signature
     fig = plots.plot_lines({"a": ([1, 2], [3, 4])})
     path = plots.save_figure(fig, tmp_path / f"figure{suffix}")
     assert path.read_bytes()[:len(signature)] == signature
+
+
+def test_plot_history_names_the_validation_loss_on_its_axis():
+    train, val = [10.0, 9.0, 8.5], [10.5, 9.5, 9.0]
+    iwae = {"train_loss": train, "val_loss": val, "best_epoch": 3, "val_loss_name": "-L_5"}
+    assert plots.plot_history(iwae).axes[0].get_ylabel() == "\u2212L_5 (nats per example)"
+    for elbo in ({"train_loss": train, "val_loss": val, "best_epoch": 3},                     # no name: the -ELBO
+                 types.SimpleNamespace(train_loss=train, val_loss=val, best_epoch=3, val_loss_name="-ELBO")):
+        assert plots.plot_history(elbo).axes[0].get_ylabel() == plots.NEG_ELBO_LABEL
