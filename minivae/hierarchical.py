@@ -188,7 +188,7 @@ class TwoLevelVAE(VAE):
         dkl = np.asarray(dkl, dtype=self.dtype)
         dkl_rows = dkl.reshape(-1)
 
-        dout = self.likelihood.backward(dlog_px.reshape(-1), likelihood_cache, grads)
+        dout = self.likelihood.backward(dlog_px.reshape(-1), likelihood_cache, grads, backend)
         dz1 = self.decoder.backward(dout, decoder_cache, grads, backend=backend)            # (S · N, L1)
         # -log p(z1|z2) in the KL term: to z1 and to p(z1|z2)'s mean and log-variance
         dz1_p, dmu_p1, dlogvar_p1 = ops.diagonal_gaussian_log_prob_backward(-dkl_rows, p1_cache)

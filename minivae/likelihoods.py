@@ -3,8 +3,8 @@
 Each likelihood is a small object with one contract:
 
 * ``forward(x, out, params, backend=None)`` returns ``(logp, cache)``, logp (N,) = Σ_d log p(x_d | out);
-* ``backward(dlogp, cache, grads)`` returns dL/dout and adds the gradients of the likelihood's own
-  parameters (a learned Gaussian variance) to ``grads``;
+* ``backward(dlogp, cache, grads, backend=None)`` returns dL/dout and adds the gradients of the
+  likelihood's own parameters (a learned Gaussian variance) to ``grads``;
 * ``log_prob(x, out, params, backend=None)`` is log p alone, for evaluation;
 * ``init_params``, ``param_shapes``, ``mean``, ``sample``, ``distribution_params``, ``check_data``.
 
@@ -12,7 +12,7 @@ The arithmetic is in the leaf operations of :mod:`minivae.ops` (``gaussian_log_p
 ``bernoulli_log_prob``, ``categorical_log_prob`` and their backwards); ``backend`` only chooses which
 implementation of a leaf runs (see :mod:`minivae.backend`). The categorical likelihood is where an
 evaluation spends its time, and its leaf has a fused kernel: log-softmax, log p and the gradient in
-one pass.
+one pass (and a second for the backward's scaling, which splits a big cache over threads).
 """
 
 import numpy as np
@@ -103,7 +103,7 @@ class GaussianLikelihood(Likelihood):
         """
         return backends.leaf_ops(backend).gaussian_log_prob(x, out, self.logvar(params))
 
-    def backward(self, dlogp, cache, grads):
+    def backward(self, dlogp, cache, grads, backend=None):
         """dL/dmean = dL/dlogp · (x - mean) / σ²;  with a learned σ², grads["decoder.logvar"] gets
         dL/dlog σ² = Σ_n dL/dlogp_n · ½ (‖x_n - mean_n‖² / σ² - D).
 
@@ -112,12 +112,13 @@ class GaussianLikelihood(Likelihood):
         dlogp : (N,) array
         cache : from :meth:`forward`
         grads : dict; receives ``"decoder.logvar"`` when σ² is learned
+        backend : "numpy", "numba" or None (the current backend), as for :meth:`forward`
 
         Returns
         -------
         dout : (N, D) array
         """
-        dmean, dlogvar = ops.gaussian_log_prob_backward(dlogp, cache)
+        dmean, dlogvar = backends.leaf_ops(backend).gaussian_log_prob_backward(dlogp, cache)
         if self.learn_variance:
             ops.accumulate(grads, self.key, np.full(1, dlogvar, dtype=dmean.dtype))
         return dmean
@@ -168,9 +169,9 @@ class BernoulliLikelihood(Likelihood):
         """
         return backends.leaf_ops(backend).bernoulli_log_prob(out, x)
 
-    def backward(self, dlogp, cache, grads):
+    def backward(self, dlogp, cache, grads, backend=None):
         """dL/dl = dL/dlogp · (x - sigmoid(l)); returns (N, D)."""
-        return ops.bernoulli_log_prob_backward(dlogp, cache)
+        return backends.leaf_ops(backend).bernoulli_log_prob_backward(dlogp, cache)
 
     def mean(self, out, params):
         """Probabilities sigmoid(l), (N, D)."""
@@ -230,9 +231,10 @@ class CategoricalLikelihood(Likelihood):
         """
         return backends.leaf_ops(backend).categorical_log_prob(out, _as_indices(x), True)
 
-    def backward(self, dlogp, cache, grads):
-        """dL/dl_{d,k} = dL/dlogp · ([k = x_d] - softmax(l_d)_k); returns (N, D · L)."""
-        return ops.categorical_log_prob_backward(dlogp, cache)
+    def backward(self, dlogp, cache, grads, backend=None):
+        """dL/dl_{d,k} = dL/dlogp · ([k = x_d] - softmax(l_d)_k); returns (N, D · L), the cache's
+        memory (the numba backend scales a big cache on threads)."""
+        return backends.leaf_ops(backend).categorical_log_prob_backward(dlogp, cache)
 
     def log_prob(self, x, out, params, backend=None):
         """log p(x | out) per example, without the gradient: (N,) array."""

@@ -264,7 +264,7 @@ class VAE:
         grads = {}
         dlog_px = np.asarray(dlog_px, dtype=self.dtype)
         dkl = np.asarray(dkl, dtype=self.dtype)
-        dout = self.likelihood.backward(dlog_px.reshape(-1), likelihood_cache, grads)
+        dout = self.likelihood.backward(dlog_px.reshape(-1), likelihood_cache, grads, backend)
         dz = self.decoder.backward(dout, decoder_cache, grads, backend=backend).reshape(z_shape)
         if kl == "analytic":
             dmu_kl, dlogvar_kl = self.prior.kl_backward(dkl.reshape(-1, dkl.shape[-1]).sum(axis=0), kl_cache, grads)

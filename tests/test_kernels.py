@@ -368,6 +368,82 @@ def test_categorical_on_threads_gives_the_numbers_of_one_thread(dtype, monkeypat
     assert_within(grad_3, grad_ref, np.ones((B, D * L)), RTOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_passes_on_threads_give_the_numbers_of_one_thread(dtype, monkeypatch):
+    """The bias-and-activation pass of a big layer and the categorical backward's scaling are split
+    into chunks of rows on threads: the same numbers, bit for bit, as one thread and as NumPy's scaling."""
+    from minivae.kernels import threads
+    rng = np.random.default_rng(12)
+    x, W, b = random(rng, (45, 7), dtype), random(rng, (7, 33), dtype), random(rng, (33,), dtype)
+    logits, x_int = random(rng, (45, 6 * 17), dtype, 3.0), rng.integers(0, 17, (45, 6))
+    weight = rng.standard_normal(45)  # float64, cast to the cache's dtype first, as NumPy's version does
+
+    def run():
+        forward = {act: K.dense_forward(x, W, b, act)[0] for act in ("relu", "leaky_relu", "sigmoid", "identity")}
+        return forward, K.categorical_log_prob_backward(weight, K.categorical_log_prob(logits, x_int)[1])
+
+    monkeypatch.setattr(threads, "THREADS", 1)
+    forward_1, scaled_1 = run()
+    monkeypatch.setattr(threads, "THREADS", 3)
+    monkeypatch.setattr(threads, "PARALLEL_MIN_PASS", 1)
+    calls = []
+    run_chunks = threads.run_chunks
+    monkeypatch.setattr(threads, "run_chunks", lambda f, n, k, **o: (calls.append(k), run_chunks(f, n, k, **o)))
+    forward_3, scaled_3 = run()
+    assert calls.count(3) == 5  # four forward passes and the scaling (the categorical pass is smaller)
+    for act in forward_1:
+        np.testing.assert_array_equal(forward_3[act], forward_1[act])
+    np.testing.assert_array_equal(scaled_3, scaled_1)
+    grad_numpy = ops.categorical_log_prob(logits, x_int)[1]
+    cache = K.categorical_log_prob(logits, x_int)[1]
+    np.testing.assert_array_equal(cache, K.categorical_log_prob(logits, x_int)[1])
+    np.testing.assert_array_equal(scaled_3, cache * weight.astype(dtype)[:, None])
+    assert_within(scaled_3, ops.categorical_log_prob_backward(weight, grad_numpy), np.abs(weight)[:, None] + 0 * cache,
+                  RTOL[dtype])
+    with pytest.raises(ValueError, match=r"dlogp must have shape \(45,\)"):
+        K.categorical_log_prob_backward(weight[:3], cache)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 5), (3, 1), (64, 1088), (3200, 16), (37, 259)])
+def test_bias_gradient_is_numpys_column_sum_bit_for_bit(dtype, shape):
+    """The identity layer's bias gradient (the decoder's last layer) is summed by a compiled loop in
+    the order NumPy's ``sum(axis=0)`` adds the rows: the same numbers, bit for bit."""
+    rng = np.random.default_rng(13)
+    da = random(rng, shape, dtype, 10.0)
+    x, W = random(rng, (shape[0], 3), dtype), random(rng, (3, shape[1]), dtype)
+    _, _, db = K.dense_backward(da, (x, W, da), "identity")
+    np.testing.assert_array_equal(db, da.sum(axis=0))
+
+
+def test_freed_memory_is_kept_so_big_arrays_do_not_page_fault_every_step():
+    """Importing the kernels tunes glibc's malloc: a step that allocates and frees six arrays of 14 MB
+    (the IWAE(50) decoder's logits, their gradient, ...) touches no fresh page after the first step; with
+    MINIVAE_KEEP_MEMORY=0, malloc unmaps or trims what was freed and every step page-faults part of
+    it in again (about 3000 pages of 4 KiB here). Counted by the kernel, not timed."""
+    import platform
+
+    from minivae.kernels import memory
+    if platform.system() != "Linux" or not memory.keep_freed_memory():
+        pytest.skip("glibc's malloc only (Linux)")
+    script = ("import resource, numpy as np, minivae.kernels\n"
+              "def step():\n"
+              "    arrays = [np.ones((3200, 1088), np.float32) for _ in range(6)]\n"
+              "step()\n"
+              "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+              "for _ in range(10):\n"
+              "    step()\n"
+              "print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)\n")
+    faults = {}
+    for keep in ("1", "0"):
+        env = {**__import__("os").environ, "MINIVAE_KEEP_MEMORY": keep}
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+        assert result.returncode == 0, result.stderr
+        faults[keep] = float(result.stdout)
+    assert faults["1"] < 50, faults  # a few pages of NumPy's own bookkeeping at most
+    assert faults["0"] > 1000, faults  # pages touched fresh every step (one array is 3400 pages)
+
+
 def test_run_chunks_covers_every_row_once_and_raises_what_a_chunk_raised():
     from minivae.kernels import threads
     for n_rows, n_threads, min_rows, align in [(1, 2, 1, 1), (7, 2, 1, 1), (100, 3, 16, 1), (5, 4, 16, 1),

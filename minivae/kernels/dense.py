@@ -11,6 +11,7 @@ import numpy as np
 from numba import njit
 
 from ..ops import LEAKY_RELU_SLOPE
+from . import threads
 from .exp import ELEMENTWISE, exp_scalar
 from .gemm import check_float_array, check_out, gemm
 
@@ -25,16 +26,17 @@ def _activation_code(activation):
     return ACTIVATION_CODES[activation]
 
 
-@njit(**ELEMENTWISE)
-def _bias_activation(h, b, act, slope):
-    """h[i, :] = act(h[i, :] + b) in place, one pass.
+@njit(**ELEMENTWISE, nogil=True)
+def _bias_activation(h, b, act, slope, i_begin, i_end):
+    """h[i, :] = act(h[i, :] + b) in place for the rows i_begin:i_end, one pass.
 
     The branch on the activation sits outside the loop over columns, so each inner loop is a plain
     elementwise loop that LLVM vectorises. tanh is left to the caller (NumPy's tanh is vectorised;
-    a scalar tanh here would cost ~10 ns an element).
+    a scalar tanh here would cost ~10 ns an element). Rows are independent: disjoint row ranges
+    may run on threads at once (``nogil``), with the numbers of one call.
     """
-    M, N = h.shape
-    for i in range(M):
+    N = h.shape[1]
+    for i in range(i_begin, i_end):
         row = h[i]
         if act == _RELU:
             for j in range(N):
@@ -52,6 +54,13 @@ def _bias_activation(h, b, act, slope):
         else:  # identity, and tanh before np.tanh
             for j in range(N):
                 row[j] = row[j] + b[j]
+
+
+def _threads_for(array):
+    """Threads for one pass over ``array``: all of them from ``threads.PARALLEL_MIN_PASS`` numbers on
+    (an IWAE(50) decoder's 3200 x 1088 logits), else one."""
+    return threads.thread_count() if array.size >= threads.PARALLEL_MIN_PASS else 1
+
 
 def dense_forward(x, W, b, activation="identity", slope=LEAKY_RELU_SLOPE):
     """a = f(x @ W + b): one matrix product, then bias and activation in one pass over its output.
@@ -81,7 +90,9 @@ def dense_forward(x, W, b, activation="identity", slope=LEAKY_RELU_SLOPE):
                          f"got {b.dtype} of shape {b.shape}")
     b = np.ascontiguousarray(b)
     a = gemm(x, False, W, False, None, False, ("x", "W"))
-    _bias_activation(a, b, act, float(slope))
+    slope = float(slope)
+    threads.run_chunks(lambda begin, end: _bias_activation(a, b, act, slope, begin, end), a.shape[0],
+                       _threads_for(a))
     if act == _TANH:
         np.tanh(a, out=a)
     return a, (x, W, a)
@@ -119,6 +130,20 @@ def _activation_grad(da, a, act, slope, g, db, accumulate):
         for j in range(N):
             db[j] += gi[j]
 
+
+@njit(**ELEMENTWISE)
+def _column_sums(g, db):
+    """db[j] = Σ_i g[i, j], the rows added in their order, as NumPy's ``g.sum(axis=0)`` adds them (the
+    same numbers, bit for bit) in half its time or less (0.29 against 0.44 ms at 3200 x 1088 float32)."""
+    M, N = g.shape
+    for j in range(N):
+        db[j] = 0
+    for i in range(M):
+        gi = g[i]
+        for j in range(N):
+            db[j] += gi[j]
+
+
 def dense_backward(da, cache, activation="identity", slope=LEAKY_RELU_SLOPE, need_dx=True):
     """Gradients of a = f(x @ W + b), with f' and the bias gradient fused into one pass.
 
@@ -149,7 +174,7 @@ def dense_backward(da, cache, activation="identity", slope=LEAKY_RELU_SLOPE, nee
     db = np.empty(N, da.dtype)
     if act == _IDENTITY and da.flags.c_contiguous:
         g = da  # f' = 1: g is da, only the bias sum remains
-        np.sum(da, axis=0, out=db)
+        _column_sums(g, db)
     else:
         g = np.empty((M, N), da.dtype)
         _activation_grad(np.ascontiguousarray(da), np.ascontiguousarray(a), act, float(slope), g, db, False)
