@@ -470,6 +470,38 @@ def test_run_chunks_covers_every_row_once_and_raises_what_a_chunk_raised():
         threads.run_chunks(fail, 40, 2)
 
 
+def test_helpers_sleep_when_there_is_no_work_and_start_again_in_a_forked_child():
+    """A helper polls for SPIN_SECONDS after its work, then sleeps: an idle process uses no CPU. A child
+    forked from a process with helpers starts its own (the parent's threads do not exist in it)."""
+    import os
+    import time
+
+    from minivae.kernels import threads
+    seen = np.zeros(64, int)
+
+    def mark(begin, end):
+        seen[begin:end] += 1
+
+    threads.run_chunks(mark, 64, 2)
+    time.sleep(20 * threads.SPIN_SECONDS)  # the helpers' polling ends
+    start = time.process_time()
+    time.sleep(0.3)
+    assert time.process_time() - start < 0.05  # CPU time of every thread of the process, asleep
+    assert np.all(seen == 1)
+    if not hasattr(os, "fork"):
+        return
+    pid = os.fork()
+    if pid == 0:  # the child: split once more, exit 0 if every row was done once
+        try:
+            seen[:] = 0
+            threads.run_chunks(mark, 64, 2)
+            os._exit(0 if np.all(seen == 1) else 1)
+        finally:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
 @pytest.mark.parametrize("name", ["matmul", "matmul_nt", "matmul_tn"])
 def test_blas_products_split_on_threads_match_one_thread(name, monkeypatch):
     from minivae.kernels import threads

@@ -14,25 +14,34 @@ waits at most for chunks that are already running (each a fraction of the operat
 ``numba.get_num_threads()`` (the ``NUMBA_NUM_THREADS`` environment variable, else the cores).
 Only operations of at least ``PARALLEL_MIN_FLOPS`` (products), ``PARALLEL_MIN_ELEMENTS``
 (the categorical likelihood) or ``PARALLEL_MIN_PASS`` (a pass of a few operations a number) are
-split: a helper starts working ~0.1 ms after the caller (median of 200 splits, measured here: the
-thread's wake-up and the GIL), so only what takes longer gains from it. Splitting rows never
-changes a result: each row is computed by the same code in the same order.
+split: a helper starts ~40 µs after the caller even when it is awake (median of 200 splits here: it
+must take the GIL from the caller, which the system hands over by waking a thread), and ~0.1 ms
+when it slept, so only what takes longer gains from it. Helpers stay awake for ``SPIN_SECONDS``
+after their last work (see "Helpers that are awake when the work comes" below). Splitting rows
+never changes a result: each row is computed by the same code in the same order.
 """
 
+import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+
+import numpy as np
+from numba import njit, types
+from numba.extending import intrinsic
 
 THREADS = None  # threads of a split operation, the caller included (None: numba.get_num_threads())
 CHUNKS_PER_THREAD = 2  # more chunks: less waiting for a late thread, but more calls
-PARALLEL_MIN_FLOPS = 50_000_000  # products (2 M N K flops) below this run on the calling thread
+# Products (2 M N K flops) below this run on the calling thread. 30 MFLOP splits the reference model's
+# three largest (64 x 256 x 1088 and its two backward products, 36 MFLOP, ~0.4 ms each): its step at
+# 2 threads went from 3.04-3.14 to 2.76-2.93 ms (four paired rounds, numba 0.68, Zen 3). With helpers
+# that sleep between splits (the earlier design) the same split made the step slower.
+PARALLEL_MIN_FLOPS = 30_000_000
 PARALLEL_MIN_ELEMENTS = 200_000  # categorical likelihoods with fewer logits run on the calling thread
 # Passes of a few operations a number (bias and activation, a scaling) with fewer numbers run on the
 # calling thread. Measured (float32, 2 threads, Zen 3): the bias and leaky ReLU over 3200 x 1088
-# numbers 1.18 -> 0.60 ms, over 3200 x 256 0.24 -> 0.25 ms (a helper starts ~0.1 ms late).
+# numbers 1.18 -> 0.60 ms, over 3200 x 256 0.24 -> 0.25 ms.
 PARALLEL_MIN_PASS = 1_000_000
-
-_pool = None
-_pool_lock = threading.Lock()
+SPIN_SECONDS = 0.002  # a helper polls for new work this long after its last, then sleeps
 
 
 def thread_count():
@@ -44,15 +53,102 @@ def thread_count():
     return numba.get_num_threads()
 
 
+# --------------------------------------------------------------------------------------------------
+# Helpers that are awake when the work comes
+# --------------------------------------------------------------------------------------------------
+#
+# A helper asleep on a lock takes ~0.1 ms to start (the system wakes the thread, then it takes the
+# GIL): the whole of a 64 x 256 x 1088 product's gain (0.42 ms on one thread). So a helper that has
+# finished its work polls a counter for SPIN_SECONDS before it sleeps: a training step's next split
+# comes within that time, and the helper starts on it at once. It polls outside the GIL, in a compiled
+# loop (an atomic read of the counter, ~0.5 ns); after SPIN_SECONDS without work it sleeps on a
+# condition (no CPU at all). The caller, once its own chunks are done, polls the same way for the
+# helpers' last chunks before it sleeps on an event.
+
+
+@intrinsic
+def _load_acquire(typingctx, cells):
+    """cells[0] of an int64 array, read from memory each time (an atomic load, acquire ordering: a
+    plain read in a loop may be read once and kept in a register)."""
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.load_atomic(array.data, "acquire", 8)
+    return types.int64(cells), codegen
+
+
+@njit(nogil=True, cache=True)
+def _wait_while_equal(cell, value, polls):
+    """Poll cell[0] until it differs from value (True) or polls run out (False)."""
+    for _ in range(polls):
+        if _load_acquire(cell) != value:
+            return True
+    return False
+
+
+@njit(nogil=True, cache=True)
+def _wait_until_equal(cell, value, polls):
+    """Poll cell[0] until it equals value (True) or polls run out (False)."""
+    for _ in range(polls):
+        if _load_acquire(cell) == value:
+            return True
+    return False
+
+
+class _Helpers:
+    """``n`` helper threads that run each posted job (a function that takes chunks until none is left)."""
+
+    def __init__(self, n):
+        self.n = n
+        self.pid = os.getpid()
+        self.posted = np.zeros(1, np.int64)  # the number of jobs posted: helpers poll it
+        self.job = None
+        self.condition = threading.Condition()
+        self.spin_polls = self._calibrate()
+        for i in range(n):
+            threading.Thread(target=self._run, name=f"minivae-{i}", daemon=True).start()
+
+    @staticmethod
+    def _calibrate():
+        """Polls in SPIN_SECONDS on this machine (best of three timings of 100 000 polls)."""
+        cell = np.zeros(1, np.int64)
+        _wait_while_equal(cell, 0, 1)
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            _wait_while_equal(cell, 0, 100_000)
+            times.append(time.perf_counter() - start)
+        return max(1, int(SPIN_SECONDS / max(min(times) / 100_000, 1e-10)))
+
+    def post(self, job):
+        with self.condition:
+            self.job = job
+            self.posted[0] += 1
+            self.condition.notify_all()
+
+    def _run(self):
+        seen = 0
+        while True:
+            if not _wait_while_equal(self.posted, seen, self.spin_polls):
+                with self.condition:  # nothing came while polling: sleep until a job is posted
+                    self.condition.wait_for(lambda: self.posted[0] != seen)
+            seen = int(self.posted[0])
+            job = self.job
+            if job is not None:
+                job()
+
+
+_helpers_of_process = None
+_helpers_lock = threading.Lock()
+
+
 def _helpers(n):
-    """The shared pool of helper threads, grown to at least n workers."""
-    global _pool
-    with _pool_lock:
-        if _pool is None or _pool._max_workers < n:
-            old, _pool = _pool, ThreadPoolExecutor(max_workers=n, thread_name_prefix="minivae")
-            if old is not None:
-                old.shutdown(wait=False)
-        return _pool
+    """The process's helper threads, at least n of them (started again in a forked child)."""
+    global _helpers_of_process
+    with _helpers_lock:
+        helpers = _helpers_of_process
+        if helpers is None or helpers.n < n or helpers.pid != os.getpid():
+            helpers = _helpers_of_process = _Helpers(n)
+        return helpers
 
 
 def run_chunks(function, n_rows, n_threads, min_rows=1, align=1):
@@ -75,7 +171,8 @@ def run_chunks(function, n_rows, n_threads, min_rows=1, align=1):
                                 for i in range(1, n_chunks))})
     bounds = list(zip(cuts[:-1], cuts[1:]))
     n_chunks = len(bounds)
-    state = {"next": 0, "done": 0, "error": None}
+    state = {"next": 0, "error": None}
+    done = np.zeros(1, np.int64)  # chunks finished: the caller polls it
     lock = threading.Lock()
     all_done = threading.Event()
 
@@ -91,15 +188,17 @@ def run_chunks(function, n_rows, n_threads, min_rows=1, align=1):
             except BaseException as error:  # re-raised by the caller
                 state["error"] = error
             with lock:
-                state["done"] += 1
-                if state["done"] == n_chunks:
+                done[0] += 1
+                if done[0] == n_chunks:
                     all_done.set()
 
-    pool = _helpers(n_threads - 1)
-    for _ in range(min(n_threads, n_chunks) - 1):
-        pool.submit(work)
+    helpers = _helpers(n_threads - 1)
+    helpers.post(work)
     work()
-    all_done.wait()  # only for chunks already running on a helper: the caller took all the others
+    # Only chunks already running on a helper are left (the caller took all the others): poll for
+    # them, then sleep on the event if they take longer.
+    if not _wait_until_equal(done, n_chunks, helpers.spin_polls):
+        all_done.wait()
     if state["error"] is not None:
         raise state["error"]
 
