@@ -35,7 +35,7 @@
 #
 # minivae's hand-written matrix products run on one thread (unless `kernels.gemm.GEMM_THREADS` says
 # otherwise). In training, where products go to BLAS by default, each product runs on one BLAS
-# thread, and only products of at least 50 MFLOP are split into chunks of rows over
+# thread, and only products of at least 30 MFLOP are split into chunks of rows over
 # `kernels.threads.thread_count()` threads (see the README's section on threads).
 # The BLAS library behind NumPy's `@` may split a product over every core, and it fixes its
 # number of threads once, when it is loaded, from environment variables. To compare like with

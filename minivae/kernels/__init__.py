@@ -27,8 +27,9 @@ What is here
 
 Compilation is lazy: the first call with a new dtype compiles (seconds), and ``cache=True`` keeps
 the machine code on disk for the next process. Every kernel accepts float32 and float64; all
-arrays of one call share a dtype. The categorical likelihood of a large batch and the BLAS products
-of at least 50 MFLOP run on ``threads.thread_count()`` threads (NUMBA_NUM_THREADS, else every core; see
+arrays of one call share a dtype. The categorical likelihood of a large batch, its backward's
+scaling and the bias-and-activation pass of a big layer, and the BLAS products of at least 30 MFLOP
+run on ``threads.thread_count()`` threads (NUMBA_NUM_THREADS, else every core; see
 :mod:`~minivae.kernels.threads`); the hand-written products on one thread unless
 ``gemm.GEMM_THREADS`` says otherwise.
 """
