@@ -451,8 +451,8 @@ def _torch_family_loss(torch, encoder, decoder, variant, parameters, generator):
         index = x_int.expand(*z.shape[:-1], INPUT_DIM)[..., None]
         return torch.log_softmax(logits, dim=-1).gather(-1, index)[..., 0].sum(-1)
 
-    if variant == "iwae50":
-        k = 50
+    if variant.startswith("iwae"):  # "iwae5", "iwae50": IWAE(k) as minivae.variants builds it
+        k = int(variant[len("iwae"):])
 
         def loss(x_int):
             h = encoder(x_int.float())
@@ -594,12 +594,16 @@ def _compile_worker(options):
 
 
 def _torch_train_worker(options):
-    """Wall time of training the reference model in PyTorch, as ``minivae train`` trains it.
+    """Wall time of training the reference model in PyTorch, as ``minivae train`` trains it (or, with
+    ``options["variant"]`` "iwae5", "iwae50" or "vamp50", that member of the model family as
+    ``minivae variants`` trains it).
 
     Every epoch shuffles the 1000 training digits, takes one Adamax step (lr 1e-3) per minibatch of
-    64 (the last one smaller), then measures the validation -ELBO (one sample of z per example);
-    training stops when it has not improved for 20 epochs (at most 1000 epochs), and the test -ELBO
-    of the best parameters is evaluated. No moving average of the weights.
+    64 (the last one smaller), then measures the validation loss: the -ELBO with one sample of z per
+    example (IWAE(k): -L_k with one draw of k samples, as minivae's ``fit`` validates it); training
+    stops when it has not improved for ``options["patience"]`` epochs (at most
+    ``options["max_epochs"]``), and the test loss of the best parameters is evaluated. No moving
+    average of the weights. The time starts after ``import torch``.
     """
     try:
         import torch
@@ -613,37 +617,42 @@ def _torch_train_worker(options):
 
     start = time.perf_counter()
     torch.set_num_threads(options["threads"])
-    encoder, decoder, negative_elbo = _torch_reference(torch)
+    variant = options.get("variant", "standard")
+    encoder, decoder, negative_elbo = _torch_reference(torch, options.get("seed", 0))
     parameters = list(encoder.parameters()) + list(decoder.parameters())
+    generator = torch.Generator().manual_seed(options.get("seed", 0))
+    if variant == "standard":
+        def loss_of(batch):
+            return negative_elbo(batch, torch.randn(len(batch), LATENT_DIM, generator=generator)).mean()
+    else:
+        loss_of = _torch_family_loss(torch, encoder, decoder, variant, parameters, generator)
     optimizer = torch.optim.Adamax(parameters, lr=LEARNING_RATE)
     x = {split: torch.from_numpy(datasets.load_digits(split)[0].astype(np.int64))
          for split in ("train", "val", "test")}
-    generator = torch.Generator().manual_seed(0)
     best, best_epoch, best_state, epoch = math.inf, 0, None, 0
     for epoch in range(options["max_epochs"]):
         order = torch.randperm(len(x["train"]), generator=generator)
         for i in range(0, len(order), BATCH_SIZE):
-            batch = x["train"][order[i:i + BATCH_SIZE]]
-            eps = torch.randn(len(batch), LATENT_DIM, generator=generator)
-            loss = negative_elbo(batch, eps).mean()
+            loss = loss_of(x["train"][order[i:i + BATCH_SIZE]])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         with torch.no_grad():
-            eps = torch.randn(len(x["val"]), LATENT_DIM, generator=generator)
-            val = float(negative_elbo(x["val"], eps).mean())
+            val = float(loss_of(x["val"]))
         if val < best:
             best, best_epoch = val, epoch
-            best_state = copy.deepcopy((encoder.state_dict(), decoder.state_dict()))
+            best_state = copy.deepcopy([p.detach().clone() for p in parameters])
         elif epoch - best_epoch >= options["patience"]:
             break
-    encoder.load_state_dict(best_state[0])
-    decoder.load_state_dict(best_state[1])
     with torch.no_grad():
-        eps = torch.randn(len(x["test"]), LATENT_DIM, generator=generator)
-        test = float(negative_elbo(x["test"], eps).mean())
-    return {"seconds": time.perf_counter() - start, "epochs": epoch + 1, "best_epoch": best_epoch + 1,
-            "val_nelbo": best, "test_nelbo": test, "version": torch.__version__}
+        for p, kept in zip(parameters, best_state):
+            p.copy_(kept)
+        test = float(loss_of(x["test"]))
+    result = {"seconds": time.perf_counter() - start, "epochs": epoch + 1, "best_epoch": best_epoch + 1,
+              "variant": variant, "val_loss": best, "test_loss": test, "version": torch.__version__}
+    if not variant.startswith("iwae"):  # the loss is the -ELBO (else -L_k)
+        result.update(val_nelbo=best, test_nelbo=test)
+    return result
 
 
 WORKERS = {

@@ -42,6 +42,7 @@ TWIN_TEST_NLL = {"standard": (92.79, 93.28), "mog16": (92.89, 92.36), "vamp50": 
                  "iwae5": (93.01, 92.45), "iwae50": (92.65,), "two_level": (93.79, 94.15),
                  "warmup": (92.48, 92.88), "free_bits": (92.24, 92.61)}
 TWIN_MARGIN = 0.3
+TWIN_TRAINED = ("standard", "iwae5", "iwae50", "vamp50")  # variants whose PyTorch twin --twin-time trains
 QUICK = dict(hidden=(16,), epochs=2, test_samples=16, warmup=1, rows=200)  # for tests: seconds, meaningless numbers
 
 
@@ -101,7 +102,55 @@ def run_variant(name, data, seed=0, quick=False):
     return {"variant": name, "seed": seed, "model": repr(model), "objective": repr(objective),
             "test_nelbo": test_nelbo, "test_nll": test_nll, "test_nll_samples": settings["test_samples"],
             "active_units": list(units) if isinstance(units, tuple) else units,
-            "epochs": history.epochs, "best_epoch": history.best_epoch, "train_seconds": seconds}
+            "epochs": history.epochs, "best_epoch": history.best_epoch, "train_seconds": seconds,
+            "threads": _threads_of(model)}
+
+
+def _threads_of(model):
+    """The threads the model's backend trains on: 1 on NumPy's backend (its BLAS aside), else the kernels'."""
+    from .backend import resolve
+
+    if resolve(model.backend) == "numpy":
+        return 1
+    from .kernels.threads import thread_count
+
+    return thread_count()
+
+
+def time_twin(name, seed, quick=False):
+    """Train the PyTorch twin of variant ``name`` on one thread in a subprocess
+    (:func:`minivae.bench.run_worker` "torch_train"): the row's ``twin_*`` fields."""
+    from . import bench
+
+    epochs = QUICK["epochs"] if quick else REFERENCE.max_epochs
+    result = bench.run_worker("torch_train", {"variant": name, "seed": seed, "max_epochs": epochs,
+                                              "patience": REFERENCE.patience}, 1)
+    if result.get("status") != "ok":
+        return {"twin_status": result.get("status")}
+    return {"twin_status": "ok", "twin_train_seconds": result["seconds"], "twin_epochs": result["epochs"],
+            "twin_threads": 1, "twin_version": result["version"]}
+
+
+def format_time_comparison(rows, quick=False):
+    """Each row's training time beside its PyTorch twin's (rows trained with ``--twin-time``). With
+    ``quick``, this code trained its tiny quick model and the twin the full-size one: the header says
+    the ratio means nothing."""
+    lines = []
+    for row in rows:
+        if "twin_status" not in row:
+            continue
+        if row["twin_status"] != "ok":
+            lines.append(f"{row['variant']:<11} {row['seed']:>4}  PyTorch twin: {row['twin_status']}")
+            continue
+        lines.append(f"{row['variant']:<11} {row['seed']:>4} {row['train_seconds']:>9.1f} {row['threads']:>7} "
+                     f"{row['epochs']:>6} {row['twin_train_seconds']:>9.1f} {row['twin_epochs']:>6} "
+                     f"{row['twin_train_seconds'] / row['train_seconds']:>9.2f}x")
+    if not lines:
+        return ""
+    header = (f"{'variant':<11} {'seed':>4} {'train s':>9} {'threads':>7} {'epochs':>6} {'twin s':>9} {'epochs':>6} "
+              f"{'twin/this':>10}  (twin: PyTorch, 1 thread, after import torch"
+              f"{'; --quick: a tiny model here, the full-size twin, the ratio means nothing' if quick else ''})")
+    return "\n".join([header] + lines)
 
 
 def format_table(rows):
@@ -153,6 +202,10 @@ def add_parser(subcommands):
     parser.add_argument("--seeds", default="0", metavar="SEEDS", help="comma-separated seeds (default 0)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"folder for variants.json (default {DEFAULT_OUT})")
     parser.add_argument("--quick", action="store_true", help="tiny settings that run in seconds (for tests)")
+    parser.add_argument("--twin-time", action="store_true",
+                        help=f"also train the PyTorch twin of each variant that has one ({', '.join(TWIN_TRAINED)}; "
+                             "PyTorch must be installed) on one thread, in a subprocess, and report its training "
+                             "time beside this code's")
     parser.set_defaults(run=run)
     return parser
 
@@ -182,10 +235,16 @@ def run(args):
             print(f"training {name} (seed {seed})", file=sys.stderr, flush=True)
             rows.append(run_variant(name, data, seed, args.quick))
             print(format_table(rows[-1:]).splitlines()[1], file=sys.stderr, flush=True)
+            if getattr(args, "twin_time", False) and name in TWIN_TRAINED:
+                print(f"training the PyTorch twin of {name} (seed {seed}, 1 thread)", file=sys.stderr, flush=True)
+                rows[-1].update(time_twin(name, seed, args.quick))
     print(format_table(rows))
     comparison = format_twin_comparison(rows)
     if comparison:
         print("\n" + comparison)
+    times = format_time_comparison(rows, args.quick)
+    if times:
+        print("\n" + times)
     from .files import write_text
 
     write_text(out / "variants.json", json.dumps({"reference": REFERENCE.to_dict(), "quick": bool(args.quick),

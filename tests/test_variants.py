@@ -82,3 +82,29 @@ def test_the_twin_comparison_recomputes_each_mean_and_verdict():
     assert "ABOVE the bound by 0.005" in lines[2]
     assert "behind the twin by 0.850; ABOVE the bound by 0.550" in lines[3]
     assert variants.format_twin_comparison([row("mog16", 0, 91.0)]) == ""
+
+
+def test_the_time_comparison_recomputes_each_ratio():
+    rows = [{"variant": "iwae50", "seed": 0, "train_seconds": 120.0, "threads": 2, "epochs": 117,
+             "twin_status": "ok", "twin_train_seconds": 420.0, "twin_epochs": 150},
+            {"variant": "vamp50", "seed": 1, "train_seconds": 30.0, "threads": 2, "epochs": 90,
+             "twin_status": "not installed"},
+            {"variant": "mog16", "seed": 0, "train_seconds": 20.0, "threads": 2, "epochs": 80}]  # no twin timed
+    lines = variants.format_time_comparison(rows).splitlines()
+    assert len(lines) == 3 and "--quick" not in lines[0]
+    assert lines[1].split() == ["iwae50", "0", "120.0", "2", "117", "420.0", "150", f"{420 / 120:.2f}x"]
+    assert lines[2].split()[:2] == ["vamp50", "1"] and lines[2].endswith("PyTorch twin: not installed")
+    assert "the ratio means nothing" in variants.format_time_comparison(rows, quick=True).splitlines()[0]
+    assert variants.format_time_comparison(rows[2:]) == ""
+
+
+def test_twin_time_trains_the_pytorch_twin_and_reports_its_time(tmp_path, capsys):
+    pytest.importorskip("torch")
+    args = argparse.Namespace(only="iwae5,mog16", seeds="0", out=str(tmp_path / "v"), quick=True, twin_time=True)
+    assert variants.run(args) == 0
+    iwae5, mog16 = json.loads((tmp_path / "v" / "variants.json").read_text())["rows"]
+    assert iwae5["twin_status"] == "ok" and iwae5["twin_epochs"] == variants.QUICK["epochs"]
+    assert iwae5["twin_train_seconds"] > 0 and iwae5["twin_threads"] == 1
+    assert "twin_status" not in mog16  # no PyTorch twin of the mixture prior is trained
+    printed = capsys.readouterr().out
+    assert f"{iwae5['twin_train_seconds'] / iwae5['train_seconds']:.2f}x" in printed
