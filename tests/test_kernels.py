@@ -483,7 +483,9 @@ def test_helpers_sleep_when_there_is_no_work_and_start_again_in_a_forked_child()
         seen[begin:end] += 1
 
     threads.run_chunks(mark, 64, 2)
-    time.sleep(20 * threads.SPIN_SECONDS)  # the helpers' polling ends
+    # the helpers' polling ends after SPIN_SECONDS; OpenBLAS's own threads, if an earlier test ran a
+    # product on them, poll for up to ~0.1 s after their last work: wait for both
+    time.sleep(max(20 * threads.SPIN_SECONDS, 0.5))
     start = time.process_time()
     time.sleep(0.3)
     assert time.process_time() - start < 0.05  # CPU time of every thread of the process, asleep
