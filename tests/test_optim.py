@@ -135,6 +135,25 @@ def test_one_call_over_every_parameter_gives_the_numbers_of_one_call_each(optimi
         assert not np.array_equal(results["numba"][key], start[key])
 
 
+@pytest.mark.parametrize("name", ["adam", "adamax"])
+def test_the_many_updates_of_parameters_of_two_dtypes_are_the_one_array_updates(name):
+    """Parameters of different dtypes cannot share one compiled call: each is updated by its one-array
+    kernel, bit for bit."""
+    from minivae import kernels
+    rng = np.random.default_rng(5)
+    ps = [rng.standard_normal((4, 3)), rng.standard_normal(3).astype(np.float32)]
+    gs = [rng.standard_normal(p.shape).astype(p.dtype) for p in ps]
+    start = [p.copy() for p in ps]
+    expected = [p.copy() for p in ps]
+    for p, g in zip(expected, gs):
+        getattr(kernels, f"{name}_update")(p, g, np.zeros_like(p), np.zeros_like(p), 0.01, t=1)
+    getattr(kernels, f"{name}_update_many")(ps, gs, [np.zeros_like(p) for p in ps], [np.zeros_like(p) for p in ps],
+                                            0.01, t=1)
+    for p, e, s0 in zip(ps, expected, start):
+        np.testing.assert_array_equal(p, e)
+        assert not np.array_equal(p, s0)  # it moved
+
+
 def test_the_many_updates_check_their_arrays_as_the_one_array_updates_do():
     from minivae import kernels
     p, g = np.zeros((3, 2)), np.zeros((3, 2))

@@ -112,12 +112,16 @@ def adam_update(p, g, m, v, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, t=1):
     lr, beta1, beta2, eps : float
     t : int >= 1, the number of this step
     """
+    scalars = _adam_scalars(lr, beta1, beta2, eps, t)
+    p_flat, g_flat, (m_flat, v_flat) = _flat_state(p, g, [("m", m), ("v", v)])
+    _adam_kernel(p_flat, g_flat, m_flat, v_flat, *scalars)
+
+
+def _adam_scalars(lr, beta1, beta2, eps, t):
+    """The Adam kernel's scalars: step size lr / (1 - β1ᵗ), β1, β2, eps and √(1 - β2ᵗ) (t checked)."""
     if t < 1:
         raise ValueError(f"t must count steps from 1; got {t}")
-    p_flat, g_flat, (m_flat, v_flat) = _flat_state(p, g, [("m", m), ("v", v)])
-    step_size = lr / (1 - beta1 ** t)
-    _adam_kernel(p_flat, g_flat, m_flat, v_flat, float(step_size), float(beta1), float(beta2),
-                 float(eps), float(np.sqrt(1 - beta2 ** t)))
+    return float(lr / (1 - beta1 ** t)), float(beta1), float(beta2), float(eps), float(np.sqrt(1 - beta2 ** t))
 
 
 
@@ -134,11 +138,16 @@ def adamax_update(p, g, m, u, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8, t=1):
     lr, beta1, beta2, eps : float
     t : int >= 1, the number of this step
     """
+    scalars = _adamax_scalars(lr, beta1, beta2, eps, t)
+    p_flat, g_flat, (m_flat, u_flat) = _flat_state(p, g, [("m", m), ("u", u)])
+    _adamax_kernel(p_flat, g_flat, m_flat, u_flat, *scalars)
+
+
+def _adamax_scalars(lr, beta1, beta2, eps, t):
+    """The Adamax kernel's scalars: step size lr / (1 - β1ᵗ), β1, β2 and eps (t checked)."""
     if t < 1:
         raise ValueError(f"t must count steps from 1; got {t}")
-    p_flat, g_flat, (m_flat, u_flat) = _flat_state(p, g, [("m", m), ("u", u)])
-    _adamax_kernel(p_flat, g_flat, m_flat, u_flat, float(lr / (1 - beta1 ** t)), float(beta1),
-                   float(beta2), float(eps))
+    return float(lr / (1 - beta1 ** t)), float(beta1), float(beta2), float(eps)
 
 
 
@@ -205,6 +214,17 @@ def _flat_tuples(ps, gs, named_states):
             *(tuple(f[2][j] for f in flats) for j in range(len(named_states))))
 
 
+def _update_many(many_kernel, update_one, ps, gs, named_states, scalars, arguments):
+    """``many_kernel(*flat tuples, *scalars)`` over every parameter in one compiled call, or, when the
+    parameters do not share a dtype, ``update_one(p, g, *its states, *arguments)`` of each."""
+    flat = _flat_tuples(ps, gs, named_states)
+    if flat is None:
+        for p, g, *states in zip(ps, gs, *(states for _, states in named_states)):
+            update_one(p, g, *states, *arguments)
+        return
+    many_kernel(*flat, *scalars)
+
+
 def adam_update_many(ps, gs, ms, vs, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, t=1):
     """:func:`adam_update` of every (p, g, m, v) of the lists, in one compiled call.
 
@@ -213,15 +233,8 @@ def adam_update_many(ps, gs, ms, vs, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, 
     ps, gs, ms, vs : lists of arrays, as the arguments of :func:`adam_update`, one entry per parameter
     lr, beta1, beta2, eps, t : as for :func:`adam_update`
     """
-    if t < 1:
-        raise ValueError(f"t must count steps from 1; got {t}")
-    flat = _flat_tuples(ps, gs, [("m", ms), ("v", vs)])
-    if flat is None:
-        for p, g, m, v in zip(ps, gs, ms, vs):
-            adam_update(p, g, m, v, lr, beta1, beta2, eps, t)
-        return
-    _adam_many(*flat, float(lr / (1 - beta1 ** t)), float(beta1), float(beta2), float(eps),
-               float(np.sqrt(1 - beta2 ** t)))
+    _update_many(_adam_many, adam_update, ps, gs, [("m", ms), ("v", vs)], _adam_scalars(lr, beta1, beta2, eps, t),
+                 (lr, beta1, beta2, eps, t))
 
 
 def adamax_update_many(ps, gs, ms, us, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8, t=1):
@@ -232,14 +245,8 @@ def adamax_update_many(ps, gs, ms, us, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8
     ps, gs, ms, us : lists of arrays, as the arguments of :func:`adamax_update`, one entry per parameter
     lr, beta1, beta2, eps, t : as for :func:`adamax_update`
     """
-    if t < 1:
-        raise ValueError(f"t must count steps from 1; got {t}")
-    flat = _flat_tuples(ps, gs, [("m", ms), ("u", us)])
-    if flat is None:
-        for p, g, m, u in zip(ps, gs, ms, us):
-            adamax_update(p, g, m, u, lr, beta1, beta2, eps, t)
-        return
-    _adamax_many(*flat, float(lr / (1 - beta1 ** t)), float(beta1), float(beta2), float(eps))
+    _update_many(_adamax_many, adamax_update, ps, gs, [("m", ms), ("u", us)],
+                 _adamax_scalars(lr, beta1, beta2, eps, t), (lr, beta1, beta2, eps, t))
 
 
 @njit(**ELEMENTWISE)
