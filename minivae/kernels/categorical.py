@@ -121,7 +121,7 @@ def categorical_log_prob(logits, x_int, need_grad=True):
     logp = np.empty(B, logits.dtype)
     grad = np.empty(logits.shape, logits.dtype) if need_grad else np.empty((0, D * L), logits.dtype)
     logits3, grad3 = np.ascontiguousarray(logits).reshape(B, D, L), grad.reshape(-1, D, L)
-    n_threads = threads.thread_count() if logits.size >= threads.PARALLEL_MIN_ELEMENTS else 1
+    n_threads = threads.threads_for(logits.size, threads.PARALLEL_MIN_ELEMENTS)
     threads.run_chunks(lambda begin, end: _categorical_rows(logits3, x_int, logp, grad3, need_grad, begin, end),
                        B, n_threads)
     return logp, grad if need_grad else None
@@ -156,7 +156,7 @@ def categorical_log_prob_backward(dlogp, cache):
     if not grad.flags.c_contiguous:  # not a cache of categorical_log_prob: scale it as NumPy does
         grad *= weight[:, None]
         return grad
-    n_threads = threads.thread_count() if grad.size >= threads.PARALLEL_MIN_PASS else 1
+    n_threads = threads.threads_for(grad.size, threads.PARALLEL_MIN_PASS)
     threads.run_chunks(lambda begin, end: _scale_rows(grad, weight, begin, end), grad.shape[0], n_threads)
     return grad
 

@@ -56,12 +56,6 @@ def _bias_activation(h, b, act, slope, i_begin, i_end):
                 row[j] = row[j] + b[j]
 
 
-def _threads_for(array):
-    """Threads for one pass over ``array``: all of them from ``threads.PARALLEL_MIN_PASS`` numbers on
-    (an IWAE(50) decoder's 3200 x 1088 logits), else one."""
-    return threads.thread_count() if array.size >= threads.PARALLEL_MIN_PASS else 1
-
-
 def dense_forward(x, W, b, activation="identity", slope=LEAKY_RELU_SLOPE):
     """a = f(x @ W + b): one matrix product, then bias and activation in one pass over its output.
 
@@ -91,8 +85,9 @@ def dense_forward(x, W, b, activation="identity", slope=LEAKY_RELU_SLOPE):
     b = np.ascontiguousarray(b)
     a = gemm(x, False, W, False, None, False, ("x", "W"))
     slope = float(slope)
+    # on threads from threads.PARALLEL_MIN_PASS numbers on (an IWAE(50) decoder's 3200 x 1088 logits)
     threads.run_chunks(lambda begin, end: _bias_activation(a, b, act, slope, begin, end), a.shape[0],
-                       _threads_for(a))
+                       threads.threads_for(a.size, threads.PARALLEL_MIN_PASS))
     if act == _TANH:
         np.tanh(a, out=a)
     return a, (x, W, a)

@@ -449,8 +449,7 @@ def _blas_product(a, a_trans, b, b_trans, c, accumulate):
     if not threads.blas_can_split():  # BLAS's threads cannot be set here: leave the product to BLAS
         rows(0, M)
         return c
-    big = 2 * M * N * K >= threads.PARALLEL_MIN_FLOPS and M >= 2 * BLAS_MIN_ROWS
-    n_threads = threads.thread_count() if big else 1
+    n_threads = threads.threads_for(2 * M * N * K, threads.PARALLEL_MIN_FLOPS) if M >= 2 * BLAS_MIN_ROWS else 1
     threads.run_chunks_blas_single_threaded(rows, M, n_threads, min_rows=BLAS_MIN_ROWS, align=BLAS_ROW_ALIGN)
     return c
 

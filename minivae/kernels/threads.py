@@ -53,6 +53,12 @@ def thread_count():
     return numba.get_num_threads()
 
 
+def threads_for(size, minimum):
+    """The threads for an operation of ``size`` (numbers, or flops): :func:`thread_count` from
+    ``minimum`` on (one of the ``PARALLEL_MIN_*`` thresholds above), else 1 (the calling thread)."""
+    return thread_count() if size >= minimum else 1
+
+
 # --------------------------------------------------------------------------------------------------
 # Helpers that are awake when the work comes
 # --------------------------------------------------------------------------------------------------
