@@ -484,6 +484,18 @@ def _torch_family_loss(torch, encoder, decoder, variant, parameters, generator):
     raise ValueError(f"no PyTorch twin of variant {variant!r}")
 
 
+def _torch_loss(torch, variant, encoder, decoder, negative_elbo, parameters, generator):
+    """loss(batch) -> scalar, what a PyTorch twin's step minimises: the mean -ELBO, eps drawn from
+    ``generator`` ("standard", "mnist"), or a member of the model family (:func:`_torch_family_loss`)."""
+    if variant not in ("standard", "mnist"):
+        return _torch_family_loss(torch, encoder, decoder, variant, parameters, generator)
+
+    def loss_of(batch):
+        eps = torch.randn(len(batch), LATENT_DIM, generator=generator)
+        return negative_elbo(batch, eps).mean()
+    return loss_of
+
+
 def _torch_step_worker(options):
     try:
         import torch
@@ -501,15 +513,9 @@ def _torch_step_worker(options):
         encoder, decoder, negative_elbo = _torch_reference(torch)
         batches = [torch.from_numpy(b.astype(np.int64)) for b in _reference_batches()]
     parameters = list(encoder.parameters()) + list(decoder.parameters())
-    if variant in ("standard", "mnist"):
-        if options["backend"] == "torch-compile":  # forward and backward compiled by TorchInductor
-            negative_elbo = torch.compile(negative_elbo)
-
-        def loss_of(batch):
-            eps = torch.randn(len(batch), LATENT_DIM, generator=generator)
-            return negative_elbo(batch, eps).mean()
-    else:
-        loss_of = _torch_family_loss(torch, encoder, decoder, variant, parameters, generator)
+    if variant in ("standard", "mnist") and options["backend"] == "torch-compile":
+        negative_elbo = torch.compile(negative_elbo)  # forward and backward compiled by TorchInductor
+    loss_of = _torch_loss(torch, variant, encoder, decoder, negative_elbo, parameters, generator)
     optimizer = torch.optim.Adamax(parameters, lr=LEARNING_RATE)
     state = {"i": 0}
 
@@ -609,8 +615,6 @@ def _torch_train_worker(options):
         import torch
     except ImportError:
         return {"status": "not installed"}
-    import copy
-
     import numpy as np
 
     from . import datasets
@@ -621,11 +625,7 @@ def _torch_train_worker(options):
     encoder, decoder, negative_elbo = _torch_reference(torch, options.get("seed", 0))
     parameters = list(encoder.parameters()) + list(decoder.parameters())
     generator = torch.Generator().manual_seed(options.get("seed", 0))
-    if variant == "standard":
-        def loss_of(batch):
-            return negative_elbo(batch, torch.randn(len(batch), LATENT_DIM, generator=generator)).mean()
-    else:
-        loss_of = _torch_family_loss(torch, encoder, decoder, variant, parameters, generator)
+    loss_of = _torch_loss(torch, variant, encoder, decoder, negative_elbo, parameters, generator)
     optimizer = torch.optim.Adamax(parameters, lr=LEARNING_RATE)
     x = {split: torch.from_numpy(datasets.load_digits(split)[0].astype(np.int64))
          for split in ("train", "val", "test")}
@@ -641,7 +641,7 @@ def _torch_train_worker(options):
             val = float(loss_of(x["val"]))
         if val < best:
             best, best_epoch = val, epoch
-            best_state = copy.deepcopy([p.detach().clone() for p in parameters])
+            best_state = [p.detach().clone() for p in parameters]
         elif epoch - best_epoch >= options["patience"]:
             break
     with torch.no_grad():
