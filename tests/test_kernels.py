@@ -470,6 +470,55 @@ def test_run_chunks_covers_every_row_once_and_raises_what_a_chunk_raised():
         threads.run_chunks(fail, 40, 2)
 
 
+def test_run_tasks_runs_every_task_once_in_order_and_raises_what_a_task_raised():
+    from minivae.kernels import threads
+    for n_tasks, n_threads in [(0, 2), (1, 2), (5, 1), (7, 2), (9, 3)]:
+        started = []
+        threads.run_tasks([lambda i=i: started.append(i) for i in range(n_tasks)], n_threads)
+        assert sorted(started) == list(range(n_tasks))
+        if n_threads == 1:
+            assert started == list(range(n_tasks))
+    ran = []
+
+    def fail():
+        raise ValueError("task 1")
+
+    with pytest.raises(ValueError, match="task 1"):
+        threads.run_tasks([lambda: ran.append(0), fail, lambda: ran.append(2)], 2)
+    assert sorted(ran) == [0, 2]  # the others still ran
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_concurrent_products_are_each_products_own_numbers(dtype, monkeypatch):
+    """gemm_concurrent (a dense layer's backward: xᵀ g and g Wᵀ at once) gives each product the numbers
+    gemm gives it alone, on one thread or two; on two, the first runs whole and the second in chunks."""
+    from minivae.kernels import threads
+    rng = np.random.default_rng(12)
+    monkeypatch.setattr(K.gemm, "GEMM_ROUTE", "blas")
+    tasks = []
+    run_tasks = threads.run_tasks
+    monkeypatch.setattr(threads, "run_tasks", lambda t, k: (tasks.append(len(t)), run_tasks(t, k)))
+    for M, K_, N in [(100, 33, 21), (3, 5, 7), (61, 24, 40)]:
+        x, g, W = random(rng, (M, K_), dtype), random(rng, (M, N), dtype), random(rng, (K_, N), dtype)
+        products = [(x, True, g, False, ("x", "g")), (g, False, W, True, ("g", "W"))]
+        monkeypatch.setattr(threads, "THREADS", 1)
+        alone = [K.gemm.gemm(*product[:4], None, False, product[4]) for product in products]
+        np.testing.assert_allclose(alone[0], x.T.astype(np.float64) @ g, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(alone[1], g.astype(np.float64) @ W.T, rtol=1e-4, atol=1e-4)
+        for n_threads in (1, 2):
+            monkeypatch.setattr(threads, "THREADS", n_threads)
+            monkeypatch.setattr(threads, "PARALLEL_MIN_FLOPS", 1)
+            monkeypatch.setattr(K.gemm, "BLAS_MIN_ROWS", 12)
+            tasks.clear()
+            together = K.gemm.gemm_concurrent(products)
+            for one, other in zip(together, alone):
+                np.testing.assert_array_equal(one, other)
+            if n_threads == 1 or not threads.blas_can_split():
+                assert tasks == []
+            else:  # the first whole, the second in as many chunks as a split product
+                assert tasks == [1 + len(threads.chunk_bounds(M, 2, 12, K.gemm.BLAS_ROW_ALIGN)) if M >= 24 else 2]
+
+
 def test_helpers_sleep_when_there_is_no_work_and_start_again_in_a_forked_child():
     """A helper polls for SPIN_SECONDS after its work, then sleeps: an idle process uses no CPU. A child
     forked from a process with helpers starts its own (the parent's threads do not exist in it)."""

@@ -13,7 +13,7 @@ from numba import njit
 from ..ops import LEAKY_RELU_SLOPE
 from . import threads
 from .exp import ELEMENTWISE, exp_scalar
-from .gemm import check_float_array, check_out, gemm
+from .gemm import check_float_array, check_out, gemm, gemm_concurrent
 
 ACTIVATION_CODES = {"identity": 0, "relu": 1, "leaky_relu": 2, "tanh": 3, "sigmoid": 4}
 _IDENTITY, _RELU, _LEAKY_RELU, _TANH, _SIGMOID = range(5)
@@ -173,6 +173,8 @@ def dense_backward(da, cache, activation="identity", slope=LEAKY_RELU_SLOPE, nee
     else:
         g = np.empty((M, N), da.dtype)
         _activation_grad(np.ascontiguousarray(da), np.ascontiguousarray(a), act, float(slope), g, db, False)
-    dW = gemm(x, True, g, False, None, False, ("x", "da"))
-    dx = gemm(g, False, W, True, None, False, ("da", "W")) if need_dx else None
+    if not need_dx:
+        return None, gemm(x, True, g, False, None, False, ("x", "da")), db
+    # the two products are independent: on two threads, one computes xᵀ g while the other takes g Wᵀ
+    dW, dx = gemm_concurrent([(x, True, g, False, ("x", "da")), (g, False, W, True, ("da", "W"))])
     return dx, dW, db

@@ -2,7 +2,9 @@
 
 The kernels of this package and BLAS release the GIL (numba's ``nogil=True``, NumPy's matmul), so
 plain Python threads run them in parallel. :func:`run_chunks` cuts rows 0:n into chunks and the
-calling thread and ``n_threads - 1`` helper threads take chunks one by one until none is left.
+calling thread and ``n_threads - 1`` helper threads take chunks one by one until none is left;
+:func:`run_tasks` does the same with a list of independent pieces of work (a dense layer's two
+backward products, one whole and the other in chunks: :func:`minivae.kernels.gemm.gemm_concurrent`).
 
 Why not numba's ``prange`` or BLAS's own threads: both split the work into one fixed piece per
 thread, and the caller waits for the slowest piece. On a machine whose cores also run other work, a
@@ -21,6 +23,7 @@ after their last work (see "Helpers that are awake when the work comes" below). 
 never changes a result: each row is computed by the same code in the same order.
 """
 
+import contextlib
 import os
 import threading
 import time
@@ -157,6 +160,20 @@ def _helpers(n):
         return helpers
 
 
+def chunk_bounds(n_rows, n_threads, min_rows=1, align=1):
+    """The chunks :func:`run_chunks` cuts rows 0:n_rows into: a list of (begin, end), in order.
+
+    ``n_threads * CHUNKS_PER_THREAD`` chunks of about equal size (fewer if a chunk would have fewer than
+    ``min_rows`` rows), every cut at a multiple of ``align``; one chunk (0, n_rows) for one thread.
+    """
+    n_chunks = max(1, min(n_threads * CHUNKS_PER_THREAD, n_rows // max(1, min_rows, align)))
+    if n_threads <= 1 or n_chunks <= 1:
+        return [(0, n_rows)]
+    cuts = sorted({0, n_rows, *(min(n_rows, round(i * n_rows / n_chunks / align) * align)
+                                for i in range(1, n_chunks))})
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
 def run_chunks(function, n_rows, n_threads, min_rows=1, align=1):
     """``function(begin, end)`` over chunks that cover rows 0:n_rows, on up to n_threads threads.
 
@@ -169,16 +186,26 @@ def run_chunks(function, n_rows, n_threads, min_rows=1, align=1):
     min_rows : int, the fewest rows of a chunk (fewer rows: BLAS runs less efficiently)
     align : int, every chunk but the last starts and ends at a multiple of this
     """
-    n_chunks = max(1, min(n_threads * CHUNKS_PER_THREAD, n_rows // max(1, min_rows, align)))
-    if n_threads <= 1 or n_chunks <= 1:
+    bounds = chunk_bounds(n_rows, n_threads, min_rows, align)
+    if len(bounds) == 1:
         function(0, n_rows)
         return
-    cuts = sorted({0, n_rows, *(min(n_rows, round(i * n_rows / n_chunks / align) * align)
-                                for i in range(1, n_chunks))})
-    bounds = list(zip(cuts[:-1], cuts[1:]))
-    n_chunks = len(bounds)
+    run_tasks([lambda begin=begin, end=end: function(begin, end) for begin, end in bounds], n_threads)
+
+
+def run_tasks(tasks, n_threads):
+    """Call every function of ``tasks`` (no arguments) once, on up to n_threads threads (the caller
+    included), each thread taking the next task in the list when it is free; return when all are done.
+
+    A task's exception is raised here (the last one, if several raise), after every task has run.
+    """
+    n_tasks = len(tasks)
+    if n_threads <= 1 or n_tasks <= 1:
+        for task in tasks:
+            task()
+        return
     state = {"next": 0, "error": None}
-    done = np.zeros(1, np.int64)  # chunks finished: the caller polls it
+    done = np.zeros(1, np.int64)  # tasks finished: the caller polls it
     lock = threading.Lock()
     all_done = threading.Event()
 
@@ -186,24 +213,24 @@ def run_chunks(function, n_rows, n_threads, min_rows=1, align=1):
         while True:
             with lock:
                 i = state["next"]
-                if i >= n_chunks:
+                if i >= n_tasks:
                     return
                 state["next"] = i + 1
             try:
-                function(*bounds[i])
+                tasks[i]()
             except BaseException as error:  # re-raised by the caller
                 state["error"] = error
             with lock:
                 done[0] += 1
-                if done[0] == n_chunks:
+                if done[0] == n_tasks:
                     all_done.set()
 
     helpers = _helpers(n_threads - 1)
     helpers.post(work)
     work()
-    # Only chunks already running on a helper are left (the caller took all the others): poll for
+    # Only tasks already running on a helper are left (the caller took all the others): poll for
     # them, then sleep on the event if they take longer.
-    if not _wait_until_equal(done, n_chunks, helpers.spin_polls):
+    if not _wait_until_equal(done, n_tasks, helpers.spin_polls):
         all_done.wait()
     if state["error"] is not None:
         raise state["error"]
@@ -269,15 +296,27 @@ def blas_can_split():
     return get_threads is not None and (set_threads is not None or get_threads() == 1)
 
 
-def run_chunks_blas_single_threaded(function, n_rows, n_threads, **options):
-    """:func:`run_chunks` with OpenBLAS on one thread until every chunk is done (then set back; the
-    two calls cost about a microsecond)."""
+@contextlib.contextmanager
+def blas_on_one_thread():
+    """OpenBLAS on one thread inside the block, then set back (the two calls cost about a microsecond)."""
     set_threads, get_threads = _blas_functions()
     previous = get_threads()
     if previous != 1:
         set_threads(1)
     try:
-        run_chunks(function, n_rows, n_threads, **options)
+        yield
     finally:
         if previous != 1:
             set_threads(previous)
+
+
+def run_chunks_blas_single_threaded(function, n_rows, n_threads, **options):
+    """:func:`run_chunks` with OpenBLAS on one thread until every chunk is done."""
+    with blas_on_one_thread():
+        run_chunks(function, n_rows, n_threads, **options)
+
+
+def run_tasks_blas_single_threaded(tasks, n_threads):
+    """:func:`run_tasks` with OpenBLAS on one thread until every task is done."""
+    with blas_on_one_thread():
+        run_tasks(tasks, n_threads)
