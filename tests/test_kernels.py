@@ -519,6 +519,44 @@ def test_concurrent_products_are_each_products_own_numbers(dtype, monkeypatch):
                 assert tasks == [1 + len(threads.chunk_bounds(M, 2, 12, K.gemm.BLAS_ROW_ALIGN)) if M >= 24 else 2]
 
 
+def test_an_iwae_training_step_on_two_threads_gives_the_numbers_of_one(monkeypatch):
+    """Every split at once (products, their concurrent pairs in the backward, the categorical passes,
+    the bias passes), as an IWAE(k) decoder's many rows get them: the loss, every gradient and the
+    parameters after two Adamax steps equal those of one thread, bit for bit."""
+    from minivae import VAE
+    from minivae.kernels import threads
+    from minivae.objectives import IWAE
+    from minivae.optim import make_optimizer
+    rng = np.random.default_rng(13)
+    x = rng.integers(0, 17, (30, 12)).astype(np.float32)
+    monkeypatch.setattr(K.gemm, "GEMM_ROUTE", "blas")
+
+    def train(n_threads):
+        monkeypatch.setattr(threads, "THREADS", n_threads)
+        model = VAE(12, 3, hidden=(40, 24), likelihood="categorical", num_values=17, seed=2, backend="numba")
+        objective, optimizer = IWAE(7), make_optimizer("adamax", 1e-3, backend="numba")
+        noise_rng = np.random.default_rng(5)
+        for _ in range(2):
+            loss, grads, _ = objective.loss_and_grads(model, x, objective.draw_noise(model, 30, noise_rng))
+            optimizer.step(model.params, grads)
+        return loss, grads, model.params
+
+    one = train(1)
+    for name, value in (("PARALLEL_MIN_FLOPS", 1), ("PARALLEL_MIN_ELEMENTS", 1), ("PARALLEL_MIN_PASS", 1)):
+        monkeypatch.setattr(threads, name, value)
+    monkeypatch.setattr(K.gemm, "BLAS_MIN_ROWS", 12)
+    tasks = []
+    run_tasks = threads.run_tasks
+    monkeypatch.setattr(threads, "run_tasks", lambda t, k: (tasks.append(k), run_tasks(t, k)))
+    two = train(2)
+    if threads.blas_can_split():
+        assert tasks.count(2) > 10  # the splits ran on two threads (210 decoder rows: 7 samples of 30)
+    assert two[0] == one[0]
+    for key in one[1]:
+        np.testing.assert_array_equal(two[1][key], one[1][key], err_msg=key)
+        np.testing.assert_array_equal(two[2][key], one[2][key], err_msg=key)
+
+
 def test_helpers_sleep_when_there_is_no_work_and_start_again_in_a_forked_child():
     """A helper polls for SPIN_SECONDS after its work, then sleeps: an idle process uses no CPU. A child
     forked from a process with helpers starts its own (the parent's threads do not exist in it)."""
