@@ -557,6 +557,37 @@ def test_an_iwae_training_step_on_two_threads_gives_the_numbers_of_one(monkeypat
         np.testing.assert_array_equal(two[2][key], one[2][key], err_msg=key)
 
 
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_a_products_epilogue_sees_each_row_once_after_it_is_computed(n_threads, monkeypatch):
+    """gemm's epilogue (a dense layer's bias and activation) runs on every chunk of a split product,
+    after its rows are computed, and once on all rows of one that is not split; a dense layer whose
+    pass rides on the product's chunks gives the numbers of one thread."""
+    from minivae.kernels import threads
+    rng = np.random.default_rng(14)
+    x, W, b = random(rng, (100, 33), np.float32), random(rng, (33, 21), np.float32), random(rng, (21,), np.float32)
+    monkeypatch.setattr(K.gemm, "GEMM_ROUTE", "blas")
+    monkeypatch.setattr(threads, "THREADS", 1)
+    product, layer = x @ W, K.dense_forward(x, W, b, "leaky_relu")[0]
+    monkeypatch.setattr(threads, "THREADS", n_threads)
+    monkeypatch.setattr(threads, "PARALLEL_MIN_FLOPS", 1)
+    monkeypatch.setattr(K.gemm, "BLAS_MIN_ROWS", 12)
+    for route in ("blas", "kernel"):
+        monkeypatch.setattr(K.gemm, "GEMM_ROUTE", route)
+        c = np.empty((100, 21), np.float32)
+        seen, chunks = np.zeros((100, 21), np.float32), []
+
+        def copy_rows(begin, end):
+            seen[begin:end] += c[begin:end]
+            chunks.append((begin, end))
+
+        K.gemm.gemm(x, False, W, False, c, False, ("x", "W"), epilogue=copy_rows)
+        np.testing.assert_allclose(seen, product, rtol=1e-5, atol=1e-5)  # each row once, after the product
+        split = route == "blas" and n_threads == 2 and threads.blas_can_split()
+        assert len(chunks) == (len(threads.chunk_bounds(100, 2, 12, K.gemm.BLAS_ROW_ALIGN)) if split else 1)
+    monkeypatch.setattr(K.gemm, "GEMM_ROUTE", "blas")
+    np.testing.assert_array_equal(K.dense_forward(x, W, b, "leaky_relu")[0], layer)
+
+
 def test_helpers_sleep_when_there_is_no_work_and_start_again_in_a_forked_child():
     """A helper polls for SPIN_SECONDS after its work, then sleeps: an idle process uses no CPU. A child
     forked from a process with helpers starts its own (the parent's threads do not exist in it)."""

@@ -2,9 +2,10 @@
 
 Leaf operations :func:`minivae.ops.dense_forward` and :func:`minivae.ops.dense_backward`, with the
 same arguments and the same cache (x, W, a): one matrix product (:mod:`minivae.kernels.gemm`), then
-one pass over its output for the bias and the activation (NumPy makes three). The backward reads the
-activation's derivative off the output a, fuses it with the bias gradient into one pass, then makes
-the two products.
+one pass over its output for the bias and the activation (NumPy makes three); when the product is
+split over threads, each thread makes the pass over its own chunk of rows as soon as it has computed
+them (the product's epilogue). The backward reads the activation's derivative off the output a,
+fuses it with the bias gradient into one pass, then makes the two products, at once on two threads.
 """
 
 import numpy as np
@@ -77,17 +78,28 @@ def dense_forward(x, W, b, activation="identity", slope=LEAKY_RELU_SLOPE):
         so no pre-activation is stored. Do not overwrite a before the backward.
     """
     act = _activation_code(activation)
+    check_float_array("x", x, 2)
     check_float_array("W", W, 2)
     check_float_array("b", b, 1)
     if b.shape != (W.shape[1],) or b.dtype != W.dtype:
         raise ValueError(f"b must be a {W.dtype} array of shape ({W.shape[1]},) to match W; "
                          f"got {b.dtype} of shape {b.shape}")
     b = np.ascontiguousarray(b)
-    a = gemm(x, False, W, False, None, False, ("x", "W"))
     slope = float(slope)
-    # on threads from threads.PARALLEL_MIN_PASS numbers on (an IWAE(50) decoder's 3200 x 1088 logits)
-    threads.run_chunks(lambda begin, end: _bias_activation(a, b, act, slope, begin, end), a.shape[0],
-                       threads.threads_for(a.size, threads.PARALLEL_MIN_PASS))
+    M, N = x.shape[0], W.shape[1]
+
+    def bias_activation(begin, end):
+        """The pass over rows begin:end of a: on each chunk of a product split over threads, by its
+        thread; over all rows of a product that was not split, split on its own from
+        threads.PARALLEL_MIN_PASS numbers on."""
+        if (begin, end) == (0, M):
+            threads.run_chunks(lambda i, j: _bias_activation(a, b, act, slope, i, j), M,
+                               threads.threads_for(M * N, threads.PARALLEL_MIN_PASS))
+        else:
+            _bias_activation(a, b, act, slope, begin, end)
+
+    a = np.empty((M, N), x.dtype)
+    gemm(x, False, W, False, a, False, ("x", "W"), epilogue=bias_activation)
     if act == _TANH:
         np.tanh(a, out=a)
     return a, (x, W, a)

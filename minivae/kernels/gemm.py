@@ -395,20 +395,28 @@ def _as_rows(arr, trans):
     return np.ascontiguousarray(arr), trans
 
 
-def gemm(a, a_trans, b, b_trans, out, accumulate, names):
+def gemm(a, a_trans, b, b_trans, out, accumulate, names, epilogue=None):
     """Check arguments, then C (+)= op(a) @ op(b): the hand-written kernel or BLAS, whichever
-    :func:`product_route` says is faster for this shape on this machine."""
+    :func:`product_route` says is faster for this shape on this machine.
+
+    ``epilogue(begin, end)``, if given, is called on rows begin:end of C once they are computed (a
+    layer's bias and activation): on each chunk of a product split over threads, by the thread that
+    computed it while the rows are in its cache, else once on all rows, ``(0, M)``.
+    """
     M, K, N = _check_product(a, a_trans, b, b_trans, out, accumulate, names)
     c = np.empty((M, N), a.dtype) if out is None else out
     if M == 0 or N == 0:
-        return c
-    if K == 0:
+        pass
+    elif K == 0:
         if not accumulate:
             c[...] = 0
-        return c
-    if product_route(a_trans, b_trans, M, K, N, a.dtype) == "blas":
-        return _blas_product(a, a_trans, b, b_trans, c, accumulate)
-    return _kernel_product(a, a_trans, b, b_trans, c, accumulate)
+    elif product_route(a_trans, b_trans, M, K, N, a.dtype) == "blas":
+        return _blas_product(a, a_trans, b, b_trans, c, accumulate, epilogue)
+    else:
+        _kernel_product(a, a_trans, b, b_trans, c, accumulate)
+    if epilogue is not None:
+        epilogue(0, M)
+    return c
 
 
 def _check_product(a, a_trans, b, b_trans, out, accumulate, names):
@@ -468,7 +476,7 @@ def gemm_concurrent(products):
     return outputs
 
 
-def _blas_product(a, a_trans, b, b_trans, c, accumulate):
+def _blas_product(a, a_trans, b, b_trans, c, accumulate, epilogue=None):
     """C (+)= op(a) @ op(b) by NumPy's matmul (BLAS); transposes are views, BLAS reads them in place.
 
     BLAS runs on one thread (its thread count is set to 1 for the product, then back): the products
@@ -487,6 +495,8 @@ def _blas_product(a, a_trans, b, b_trans, c, accumulate):
             c[begin:end] += np.matmul(op_a[begin:end], op_b)
         else:
             np.matmul(op_a[begin:end], op_b, out=c[begin:end])
+        if epilogue is not None:
+            epilogue(begin, end)
 
     if not threads.blas_can_split():  # BLAS's threads cannot be set here: leave the product to BLAS
         rows(0, M)
