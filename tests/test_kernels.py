@@ -495,9 +495,11 @@ def test_concurrent_products_are_each_products_own_numbers(dtype, monkeypatch):
     from minivae.kernels import threads
     rng = np.random.default_rng(12)
     monkeypatch.setattr(K.gemm, "GEMM_ROUTE", "blas")
-    tasks = []
+    tasks, blas_threads = [], []
     run_tasks = threads.run_tasks
-    monkeypatch.setattr(threads, "run_tasks", lambda t, k: (tasks.append(len(t)), run_tasks(t, k)))
+    get_blas_threads = threads._blas_functions()[1]
+    monkeypatch.setattr(threads, "run_tasks", lambda t, k: (tasks.append(len(t)), blas_threads.append(get_blas_threads()),
+                                                            run_tasks(t, k)))
     for M, K_, N in [(100, 33, 21), (3, 5, 7), (61, 24, 40)]:
         x, g, W = random(rng, (M, K_), dtype), random(rng, (M, N), dtype), random(rng, (K_, N), dtype)
         products = [(x, True, g, False, ("x", "g")), (g, False, W, True, ("g", "W"))]
@@ -515,8 +517,9 @@ def test_concurrent_products_are_each_products_own_numbers(dtype, monkeypatch):
                 np.testing.assert_array_equal(one, other)
             if n_threads == 1 or not threads.blas_can_split():
                 assert tasks == []
-            else:  # the first whole, the second in as many chunks as a split product
+            else:  # the first whole, the second in as many chunks as a split product, BLAS on one thread
                 assert tasks == [1 + len(threads.chunk_bounds(M, 2, 12, K.gemm.BLAS_ROW_ALIGN)) if M >= 24 else 2]
+                assert blas_threads[-1] == 1
 
 
 def test_an_iwae_training_step_on_two_threads_gives_the_numbers_of_one(monkeypatch):

@@ -468,11 +468,12 @@ def gemm_concurrent(products):
         op_a, op_b = (a.T if a_trans else a), (b.T if b_trans else b)
         c = np.empty((M, N), a.dtype)
         outputs.append(c)
-        bounds = [(0, M)] if i == 0 or M < 2 * BLAS_MIN_ROWS else \
+        bounds = [(0, M)] if i == 0 else \
             threads.chunk_bounds(M, n_threads, min_rows=BLAS_MIN_ROWS, align=BLAS_ROW_ALIGN)
         tasks += [lambda op_a=op_a, op_b=op_b, c=c, begin=begin, end=end:
                   np.matmul(op_a[begin:end], op_b, out=c[begin:end]) for begin, end in bounds]
-    threads.run_tasks_blas_single_threaded(tasks, n_threads)
+    with threads.blas_on_one_thread():
+        threads.run_tasks(tasks, n_threads)
     return outputs
 
 

@@ -314,9 +314,3 @@ def run_chunks_blas_single_threaded(function, n_rows, n_threads, **options):
     """:func:`run_chunks` with OpenBLAS on one thread until every chunk is done."""
     with blas_on_one_thread():
         run_chunks(function, n_rows, n_threads, **options)
-
-
-def run_tasks_blas_single_threaded(tasks, n_threads):
-    """:func:`run_tasks` with OpenBLAS on one thread until every task is done."""
-    with blas_on_one_thread():
-        run_tasks(tasks, n_threads)
